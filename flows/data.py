@@ -1,0 +1,114 @@
+"""The data flow: ingest -> clean -> language, each stage a fan-out of per-shard tasks.
+
+Every stage's key hashes its code version, its config section and its inputs (the input files'
+size and mtime for ingest, the upstream manifest key after that), so a rerun finds finished
+stages and parts under the same key and skips them; a changed setting gets a new directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from prefect import flow, get_run_logger, unmapped
+from prefect.artifacts import create_table_artifact
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from llmcore.config import DataConfig, IngestConfig, RunnerConfig
+from llmcore.data.readers import list_inputs
+from llmcore.manifest import MANIFEST, stage_key
+from llmcore.report import format_table, funnel
+from tasks.common import bind, finalize_stage
+from tasks.data import VERSIONS, clean_part, ingest_part, language_part
+
+DEFAULT_DATA_ROOT = "./llmpipe-data"
+
+
+@contextmanager
+def task_runner(cfg: RunnerConfig) -> Iterator[TaskRunner]:
+    """The runner the per-shard tasks fan out on, chosen by the config at run time."""
+    if cfg.kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        kwargs = {"n_workers": cfg.workers, "threads_per_worker": 1, "processes": True}
+        runner = DaskTaskRunner(address=cfg.dask_address) if cfg.dask_address else DaskTaskRunner(cluster_kwargs=kwargs)
+    else:
+        runner = ThreadPoolTaskRunner(max_workers=cfg.workers)
+    with runner:
+        yield runner
+
+
+def _finish(runner_futures, data_root: str, stage: str, key: str, parts: list[str], config: dict,
+            upstream: list[str], upstream_rows: int | None) -> dict:
+    runner_futures.result()  # raises if any part failed; the finished ones stay cached
+    path = bind(finalize_stage, data_root)(data_root, stage, key, parts, config, upstream, upstream_rows)
+    return json.loads(Path(path).read_text())
+
+
+def ingest_stage(runner: TaskRunner, cfg: IngestConfig, data_root: str) -> dict:
+    units = [(src, unit) for i, src in enumerate(cfg.sources) for unit in list_inputs(src, i)]
+    fingerprints = [_fingerprint(unit) for _, unit in units]
+    config = cfg.model_dump(mode="json")
+    key = stage_key("ingest", VERSIONS["ingest"], config, fingerprints)
+    parts = [f"part-{i:05d}" for i in range(len(units))]
+    futures = runner.map(
+        bind(ingest_part, data_root),
+        {
+            "data_root": unmapped(data_root),
+            "stage": unmapped("ingest"),
+            "key": unmapped(key),
+            "part": parts,
+            "src": [src for src, _ in units],
+            "unit": [unit for _, unit in units],
+            "cfg": unmapped(cfg),
+        },
+    )
+    return _finish(futures, data_root, "ingest", key, parts, config, fingerprints, None)
+
+
+def _fingerprint(unit: str) -> str:
+    """Identity of an input as it is now: path, size and mtime (hashing every byte would cost a read)."""
+    path = Path(unit)
+    if not path.exists():
+        return unit  # a dataset named by load_dataset arguments
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return ";".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+
+
+def shard_stage(runner: TaskRunner, stage: str, part_task, cfg, data_root: str, upstream: dict) -> dict:
+    """A stage that maps one task over each shard of the upstream stage."""
+    config = cfg.model_dump(mode="json")
+    key = stage_key(stage, VERSIONS[stage], config, [upstream["key"]])
+    upstream_dir = Path(data_root) / upstream["stage"] / upstream["key"]
+    shards = [str(upstream_dir / f["path"]) for f in upstream["files"]]
+    parts = [Path(s).stem for s in shards]
+    futures = runner.map(
+        bind(part_task, data_root),
+        {
+            "data_root": unmapped(data_root),
+            "stage": unmapped(stage),
+            "key": unmapped(key),
+            "part": parts,
+            "shard": shards,
+            "cfg": unmapped(cfg),
+        },
+    )
+    return _finish(futures, data_root, stage, key, parts, config, [upstream["key"]], upstream["ledger"]["rows_out"])
+
+
+@flow(name="data", persist_result=True)
+def data_flow(config: DataConfig, data_root: str = DEFAULT_DATA_ROOT) -> list[str]:
+    """Raw sources to a clean, language-filtered corpus; returns the stages' manifest paths in order."""
+    root = os.path.abspath(data_root)
+    with task_runner(config.runner) as runner:
+        ingest = ingest_stage(runner, config.ingest, root)
+        clean = shard_stage(runner, "clean", clean_part, config.clean, root, ingest)
+        language = shard_stage(runner, "language", language_part, config.language, root, clean)
+    manifests = [ingest, clean, language]
+    rows = funnel(manifests)
+    create_table_artifact(rows, key="data-funnel", description="Documents in, out, dropped and quarantined per stage")
+    get_run_logger().info("Data funnel\n%s", format_table(rows))
+    return [str(Path(root, m["stage"], m["key"], MANIFEST)) for m in manifests]

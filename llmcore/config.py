@@ -1,0 +1,171 @@
+"""The pipeline configuration: pydantic models for every section, loaded from one YAML file.
+
+Unknown keys are errors (a typo must not silently fall back to a default). Relative paths in a
+config file are resolved against the file's own directory, so a config works from any cwd.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class SourceConfig(Section):
+    """One input: a file, a directory, or a glob of files of one format, or a HF dataset."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="short name, part of every document id")
+    format: Literal["jsonl", "text", "parquet", "csv", "hf"]
+    path: str | None = Field(None, description="file, directory or glob; for hf: a save_to_disk directory")
+    text_field: str = Field("text", description="column / JSON field holding the text")
+    id_field: str | None = Field(None, description="column with the source's own ids; default: file and line")
+    text_unit: Literal["line", "file"] = Field("line", description="text format: a document per line or per file")
+    hf_load: dict[str, Any] | None = Field(None, description="datasets.load_dataset(**hf_load), for hf without path")
+    hf_split: str = "train"
+
+    @model_validator(mode="after")
+    def _check_location(self) -> SourceConfig:
+        if self.format == "hf":
+            if (self.path is None) == (self.hf_load is None):
+                raise ValueError("an hf source needs exactly one of `path` (a save_to_disk dir) or `hf_load`")
+        elif self.path is None:
+            raise ValueError(f"a {self.format} source needs `path`")
+        return self
+
+
+class IngestConfig(Section):
+    sources: list[SourceConfig] = Field(min_length=1)
+    shard_rows: int = Field(5000, gt=0, description="documents per output Parquet shard")
+    invalid_utf8: Literal["quarantine", "replace"] = Field(
+        "quarantine", description="a line with invalid UTF-8: quarantine it, or decode with U+FFFD"
+    )
+
+
+class PiiConfig(Section):
+    emails: bool = False
+    ips: bool = False
+    phones: bool = False
+
+
+class CleanConfig(Section):
+    """Normalisation, then quality filters in the Gopher / C4 tradition."""
+
+    strip_html: bool = False
+    min_chars: int = Field(50, ge=0)
+    max_chars: int = Field(100_000, gt=0)
+    min_words: int = Field(5, ge=0)
+    min_mean_word_len: float = Field(2.0, ge=0)
+    max_mean_word_len: float = Field(15.0, gt=0)
+    max_symbol_ratio: Fraction = Field(0.3, description="share of characters that are neither letters, digits nor space")
+    max_dup_line_frac: Fraction = Field(0.3, description="share of lines that repeat an earlier line")
+    pii: PiiConfig = PiiConfig()
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> CleanConfig:
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) is above max_chars ({self.max_chars})")
+        if self.min_mean_word_len > self.max_mean_word_len:
+            raise ValueError("min_mean_word_len is above max_mean_word_len")
+        return self
+
+
+class LanguageConfig(Section):
+    allowed: list[str] = Field(min_length=1, description="ISO 639-1 codes to keep, e.g. [en, de]")
+    min_prob: Fraction = Field(0.8, description="drop documents whose top language is less likely than this")
+    prefix_chars: int = Field(1000, gt=0, description="classify only this many leading characters")
+    seed: int = 0
+    workers: int = Field(0, ge=0, description="processes classifying in parallel; 0 = one per CPU core")
+
+
+class RunnerConfig(Section):
+    """How per-shard tasks are spread: threads in-process, or an existing / local Dask cluster."""
+
+    kind: Literal["threads", "dask"] = "threads"
+    workers: int = Field(2, gt=0)
+    dask_address: str | None = Field(None, description="scheduler address; None starts a LocalCluster")
+
+
+class DataConfig(Section):
+    ingest: IngestConfig
+    clean: CleanConfig = CleanConfig()
+    language: LanguageConfig
+    runner: RunnerConfig = RunnerConfig()
+
+
+class PipelineConfig(Section):
+    name: str = "llmpipe"
+    data: DataConfig
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message lists every problem with its location."""
+
+
+_FIXES = {
+    "extra_forbidden": "remove this key or correct its spelling",
+    "missing": "add this key",
+    "literal_error": "use one of the allowed values",
+}
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a pipeline YAML file; relative source paths become absolute."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found; pass an existing YAML file (see configs/tiny.yaml)")
+    text = path.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping with at least a `data` section")
+    _resolve_paths(raw, path.parent.resolve())
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_explain(path, root, exc)) from None
+
+
+def _resolve_paths(raw: dict, base: Path) -> None:
+    sources = ((raw.get("data") or {}).get("ingest") or {}).get("sources") or []
+    for src in sources:
+        if isinstance(src, dict) and isinstance(src.get("path"), str) and not Path(src["path"]).is_absolute():
+            src["path"] = str(base / src["path"])
+
+
+def _explain(path: Path, root: yaml.Node | None, exc: ValidationError) -> str:
+    lines = [f"{path}: {exc.error_count()} problem(s):"]
+    for err in exc.errors():
+        loc = [part for part in err["loc"] if not str(part).startswith("function-after")]
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        fix = _FIXES.get(err["type"], "")
+        where = _line_of(root, loc)
+        lines.append(f"  {path}{where} {field}: {err['msg']}" + (f" -> fix: {fix}" if fix else ""))
+    return "\n".join(lines)
+
+
+def _line_of(node: yaml.Node | None, loc: list) -> str:
+    """':LINE' of the deepest YAML node found along loc, or '' when the path is not in the file."""
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == part), None)
+            if node is None:
+                break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return f":{line}" if line else ""

@@ -1,0 +1,169 @@
+"""One stage directory of document shards, written part by part.
+
+A stage's work is split into parts (an input file, an upstream shard). Each part writes its
+Parquet shards, its rejected rows and its quarantine, then a small summary under `parts/`, last
+and atomically: a part is done iff its summary exists, so a rerun after a crash redoes only the
+parts that had not finished. `finalize` checks every expected part is done, merges the
+quarantines and writes the stage manifest (DESIGN.md §3).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from llmcore.manifest import (
+    MANIFEST,
+    Ledger,
+    atomic_write,
+    atomic_write_json,
+    commit_file,
+    describe_file,
+    read_manifest,
+    temp_path_for,
+)
+
+RAW_BYTES_KEPT = 64 * 1024  # quarantine keeps this much of an unparseable record's raw bytes
+
+
+class StageDir:
+    def __init__(self, data_root: str | Path, stage: str, key: str):
+        self.stage, self.key = stage, key
+        self.path = Path(data_root) / stage / key
+
+    def summary_path(self, part: str) -> Path:
+        return self.path / "parts" / f"{part}.json"
+
+    def done_part(self, part: str) -> dict | None:
+        path = self.summary_path(part)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def writer(self, part: str, shard_rows: int | None = None) -> PartWriter:
+        return PartWriter(self, part, shard_rows)
+
+    def manifest(self) -> dict | None:
+        return read_manifest(self.path)
+
+    def finalize(self, parts: list[str], config: Any, upstream: list[str], upstream_rows: int | None) -> dict:
+        """Write the stage manifest from its parts' summaries; returns the manifest."""
+        summaries = []
+        for part in parts:
+            summary = self.done_part(part)
+            if summary is None:
+                raise RuntimeError(
+                    f"{self.summary_path(part)} is missing: part {part!r} of stage {self.stage} never finished; "
+                    "rerun the flow (finished parts are reused)"
+                )
+            summaries.append(summary)
+        ledger = sum((Ledger.from_dict(s["ledger"]) for s in summaries), Ledger()).check(str(self.path))
+        if upstream_rows is not None and ledger.rows_in != upstream_rows:
+            raise AssertionError(f"{self.path}: read {ledger.rows_in} rows but the upstream stage wrote {upstream_rows}")
+        quarantine = b"".join(
+            (self.path / s["quarantine"]).read_bytes() for s in summaries if s.get("quarantine")
+        )
+        atomic_write(self.path / "quarantine.jsonl", quarantine)
+        manifest = {
+            "stage": self.stage,
+            "key": self.key,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "config": config,
+            "upstream": upstream,
+            "ledger": ledger.to_dict(),
+            "files": [f for s in summaries for f in s["files"]],
+            "rejected": [f for s in summaries for f in s["rejected"]],
+            "quarantine": "quarantine.jsonl",
+            "parts": {s["part"]: s.get("info", {}) for s in summaries},
+        }
+        atomic_write_json(self.path / MANIFEST, manifest)
+        return manifest
+
+
+class PartWriter:
+    """Collects one part's kept rows, rejected rows and quarantined input, and writes them."""
+
+    def __init__(self, stage: StageDir, part: str, shard_rows: int | None):
+        self.stage, self.part, self.shard_rows = stage, part, shard_rows
+        self.ledger = Ledger()
+        self._kept: list[dict] = []
+        self._rejected: list[dict] = []
+        self._quarantine: list[bytes] = []
+        self.files: list[dict] = []
+        self.rejected_files: list[dict] = []
+
+    def keep(self, row: dict) -> None:
+        self.ledger.rows_in += 1
+        self.ledger.rows_out += 1
+        self._kept.append(row)
+        if self.shard_rows and len(self._kept) >= self.shard_rows:
+            self._flush_kept()
+
+    def reject(self, row: dict, reason: str, detail: str = "") -> None:
+        self.ledger.rows_in += 1
+        self.ledger.drop(reason)
+        self._rejected.append({**row, "reason": reason, "detail": detail})
+
+    def quarantine(self, file: str, line: int | None, error: str, raw: bytes) -> None:
+        """Input that never became a document: kept with its location and (the start of) its bytes."""
+        self.ledger.rows_in += 1
+        self.ledger.quarantined += 1
+        record = {
+            "file": file,
+            "line": line,
+            "error": error,
+            "raw_len": len(raw),
+            "raw_b64": base64.b64encode(raw[:RAW_BYTES_KEPT]).decode(),
+        }
+        self._quarantine.append((json.dumps(record, ensure_ascii=False) + "\n").encode())
+
+    def _shard_name(self, index: int) -> str:
+        return f"{self.part}.parquet" if not self.shard_rows else f"{self.part}-{index:04d}.parquet"
+
+    def _flush_kept(self) -> None:
+        if self._kept:
+            path = self.stage.path / self._shard_name(len(self.files))
+            self.files.append(_write_parquet(self._kept, path, self.stage.path))
+            self._kept = []
+
+    def finish(self, info: dict | None = None) -> dict:
+        self._flush_kept()
+        if self._rejected:
+            path = self.stage.path / "rejected" / f"{self.part}.parquet"
+            self.rejected_files.append(_write_parquet(self._rejected, path, self.stage.path))
+        quarantine = None
+        if self._quarantine:
+            quarantine = f"parts/{self.part}.quarantine.jsonl"
+            atomic_write(self.stage.path / quarantine, b"".join(self._quarantine))
+        summary = {
+            "part": self.part,
+            "ledger": self.ledger.check(f"{self.stage.path} part {self.part}").to_dict(),
+            "files": self.files,
+            "rejected": self.rejected_files,
+            "quarantine": quarantine,
+            "info": info or {},
+        }
+        atomic_write_json(self.stage.summary_path(self.part), summary)
+        return summary
+
+
+def _write_parquet(rows: list[dict], path: Path, root: Path) -> dict:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(path)
+    pq.write_table(pa.Table.from_pylist(rows), tmp)
+    commit_file(tmp, path)
+    return describe_file(path, root, len(rows))
+
+
+def read_rows(path: str | Path, columns: list[str] | None = None) -> Iterable[dict]:
+    """Rows of one Parquet shard, batch by batch, as dicts."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=2048, columns=columns):
+        yield from batch.to_pylist()
+
+
+def shard_paths(manifest: dict, stage_path: str | Path) -> list[Path]:
+    return [Path(stage_path) / f["path"] for f in manifest["files"]]

@@ -1,0 +1,117 @@
+"""Stage directories: content-addressed keys, atomic writes, ledgers and manifests (DESIGN.md §3).
+
+A stage writes `<data_root>/<stage>/<key>/`; it is complete iff its `manifest.json` exists, and
+the manifest is always the last file written, atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def stage_key(stage: str, version: int, config: Any, upstream: list[str]) -> str:
+    """The cache key of a stage: what it is, which code meaning, which settings, which inputs."""
+    blob = canonical_json({"stage": stage, "version": version, "config": config, "upstream": sorted(upstream)})
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write to a temp file beside `path`, fsync, rename: readers see the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write(path, (json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n").encode())
+
+
+def temp_path_for(path: str | Path) -> Path:
+    """A sibling temp name for writers (pyarrow, torch) that need a path rather than bytes."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def commit_file(tmp: str | Path, path: str | Path) -> None:
+    """Make a fully written temp file visible under its final name (fsync, then rename)."""
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class Ledger:
+    """Counts by fate. Invariant: rows_in == rows_out + sum(dropped.values()) + quarantined."""
+
+    rows_in: int = 0
+    rows_out: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    quarantined: int = 0
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+    def __add__(self, other: Ledger) -> Ledger:
+        return Ledger(
+            self.rows_in + other.rows_in,
+            self.rows_out + other.rows_out,
+            dict(Counter(self.dropped) + Counter(other.dropped)),
+            self.quarantined + other.quarantined,
+        )
+
+    def check(self, where: str) -> Ledger:
+        accounted = self.rows_out + sum(self.dropped.values()) + self.quarantined
+        if accounted != self.rows_in:
+            raise AssertionError(f"{where}: ledger does not balance: {self.rows_in} in, {accounted} accounted for")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Ledger:
+        return cls(d["rows_in"], d["rows_out"], dict(d["dropped"]), d["quarantined"])
+
+
+def describe_file(path: Path, root: Path, rows: int) -> dict:
+    return {"path": str(path.relative_to(root)), "rows": rows, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def read_manifest(stage_dir: str | Path) -> dict | None:
+    path = Path(stage_dir) / MANIFEST
+    return json.loads(path.read_text()) if path.exists() else None

@@ -1,0 +1,77 @@
+"""What every llmpipe task shares: content cache keys, persisted results, retries, stage finalisation.
+
+Two cache layers (DESIGN.md §4): Prefect's cache, keyed by the stage directory's content key and
+the part, and the disk, where a finished part or stage is found by its marker file even when the
+Prefect result store was wiped.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect import Task, task
+from prefect.tasks import exponential_backoff
+
+from llmcore.config import ConfigError
+from llmcore.data.readers import SourceError
+from llmcore.data.stage import StageDir
+from llmcore.manifest import MANIFEST
+
+FAIL_ENV = "LLMPIPE_FAIL_STAGE"  # tests set it to a stage name to make that stage fail
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by a stage named in $LLMPIPE_FAIL_STAGE: a test's stand-in for an OOM or lost node."""
+
+
+def maybe_fail(stage: str) -> None:
+    if os.environ.get(FAIL_ENV) == stage:
+        raise InjectedFailure(f"stage {stage!r} failed on purpose ({FAIL_ENV}={stage})")
+
+
+def _worth_retrying(task: Task, task_run: Any, state: Any) -> bool:
+    """A bad config or an injected failure fails the same way every time: don't wait to see it again."""
+    try:
+        state.result()
+    except (InjectedFailure, SourceError, ConfigError):
+        return False
+    except Exception:
+        return True
+    return True
+
+
+def _part_key(context: Any, params: dict) -> str:
+    return f"{params['stage']}-{params['key']}-{params.get('part', 'manifest')}"
+
+
+# Options of every stage task: retried with backoff, cached by content, result persisted (a path).
+STAGE_TASK = dict(
+    retries=2,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_worth_retrying,
+    cache_key_fn=_part_key,
+    persist_result=True,
+)
+
+
+def results_dir(data_root: str | Path) -> Path:
+    return Path(data_root) / "prefect-results"
+
+
+def bind(stage_task: Task, data_root: str | Path) -> Task:
+    """The task with its results stored under the data root (a Path: a str would name a block)."""
+    return stage_task.with_options(result_storage=results_dir(data_root))
+
+
+@task(name="finalize", **STAGE_TASK)
+def finalize_stage(
+    data_root: str, stage: str, key: str, parts: list[str], config: Any, upstream: list[str], upstream_rows: int | None
+) -> str:
+    """Write the stage manifest once all its parts are done; returns the manifest's path."""
+    stage_dir = StageDir(data_root, stage, key)
+    if stage_dir.manifest() is None:
+        stage_dir.finalize(parts, config, upstream, upstream_rows)
+    return str(stage_dir.path / MANIFEST)

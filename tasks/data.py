@@ -1,0 +1,43 @@
+"""Prefect tasks of the data stages: one task run per input file or upstream shard.
+
+Each returns the path of its part summary. A part already on disk is returned without work.
+Bump a stage's VERSION when its code changes what it outputs: the version is part of the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from prefect import task
+
+from llmcore.config import CleanConfig, IngestConfig, LanguageConfig, SourceConfig
+from llmcore.data import parts
+from llmcore.data.stage import StageDir
+from tasks.common import STAGE_TASK, maybe_fail
+
+VERSIONS = {"ingest": 1, "clean": 1, "language": 1}
+
+
+def _run(data_root: str, stage: str, key: str, part: str, work: Callable[[StageDir], object]) -> str:
+    stage_dir = StageDir(data_root, stage, key)
+    summary = stage_dir.summary_path(part)
+    if not summary.exists():
+        maybe_fail(stage)
+        work(stage_dir)
+    return str(summary)
+
+
+@task(name="ingest", task_run_name="ingest-{part}", **STAGE_TASK)
+def ingest_part(data_root: str, stage: str, key: str, part: str, src: SourceConfig, unit: str, cfg: IngestConfig) -> str:
+    return _run(data_root, stage, key, part, lambda d: parts.ingest_part(d, part, src, unit, cfg))
+
+
+@task(name="clean", task_run_name="clean-{part}", **STAGE_TASK)
+def clean_part(data_root: str, stage: str, key: str, part: str, shard: str, cfg: CleanConfig) -> str:
+    return _run(data_root, stage, key, part, lambda d: parts.clean_part(d, part, Path(shard), cfg))
+
+
+@task(name="language", task_run_name="language-{part}", **STAGE_TASK)
+def language_part(data_root: str, stage: str, key: str, part: str, shard: str, cfg: LanguageConfig) -> str:
+    return _run(data_root, stage, key, part, lambda d: parts.language_part(d, part, Path(shard), cfg))
