@@ -66,7 +66,7 @@ def bind(stage_task: Task, data_root: str | Path) -> Task:
     return stage_task.with_options(result_storage=results_dir(data_root))
 
 
-@task(name="finalize", **STAGE_TASK)
+@task(name="finalize", task_run_name="finalize-{stage}", **STAGE_TASK)
 def finalize_stage(
     data_root: str, stage: str, key: str, parts: list[str], config: Any, upstream: list[str], upstream_rows: int | None
 ) -> str:

@@ -1,0 +1,104 @@
+"""The data flow against a real Prefect test server: cached reruns, retry of a failed run, the funnel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+
+from flows.cli import main
+from flows.data import data_flow
+from flows.rerun import retry_flow_run
+from llmcore.config import DataConfig, IngestConfig, LanguageConfig, SourceConfig
+from tasks.common import FAIL_ENV
+
+SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample" / "docs"
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    """A slice of the bundled sample (real text, four languages) plus one malformed line."""
+    out = tmp_path / "corpus"
+    out.mkdir()
+    for path in sorted(SAMPLE.glob("*.jsonl")):
+        (out / path.name).write_text("".join(path.read_text(encoding="utf-8").splitlines(keepends=True)[:30]), encoding="utf-8")
+    with (out / sorted(SAMPLE.glob("*.jsonl"))[0].name).open("a") as fh:
+        fh.write('{"text": "a line cut off mid-write\n')
+    return out
+
+
+@pytest.fixture
+def config(corpus: Path) -> DataConfig:
+    source = SourceConfig(name="sample", format="jsonl", path=str(corpus))
+    return DataConfig(
+        ingest=IngestConfig(sources=[source], shard_rows=40),
+        language=LanguageConfig(allowed=["en", "de", "fr", "es"], workers=1),
+    )
+
+
+def task_runs(flow_run_id: UUID) -> list:
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+
+def stage_of(task_run) -> str:
+    return task_run.name.split("-")[0] if not task_run.name.startswith("finalize") else task_run.name.split("-")[1]
+
+
+def test_second_run_executes_no_stage(prefect_server, config, tmp_path):
+    root = str(tmp_path / "data")
+    first = data_flow(config, root, return_state=True)
+    assert first.is_completed()
+    paths = first.result()
+    manifests = [json.loads(Path(p).read_text()) for p in paths]
+    assert [m["stage"] for m in manifests] == ["ingest", "clean", "language"]
+    for upstream, m in zip(manifests, manifests[1:]):
+        assert m["ledger"]["rows_in"] == upstream["ledger"]["rows_out"]
+    assert manifests[0]["ledger"]["quarantined"] == 1
+    assert manifests[-1]["ledger"]["rows_out"] > 0
+
+    second = data_flow(config, root, return_state=True)
+    assert second.result() == paths
+    runs = task_runs(second.state_details.flow_run_id)
+    assert {stage_of(r) for r in runs} == {"ingest", "clean", "language"}
+    assert [r.name for r in runs if r.state.name != "Cached"] == []
+
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["data-funnel"])), limit=1
+        ) or [None]
+    assert artifact is not None and artifact.type == "table"
+    assert [row["stage"] for row in json.loads(artifact.data)] == ["ingest", "clean", "language"]
+
+
+def test_retry_of_failed_run_reruns_only_the_failed_stage(prefect_server, config, tmp_path, monkeypatch):
+    root = str(tmp_path / "data")
+    monkeypatch.setenv(FAIL_ENV, "language")
+    failed = data_flow(config, root, return_state=True)
+    assert failed.is_failed()
+    flow_run_id = failed.state_details.flow_run_id
+    first_attempt = task_runs(flow_run_id)
+    assert {r.state.name for r in first_attempt if stage_of(r) == "language"} == {"Failed"}
+    assert not list((tmp_path / "data").glob("language/*/manifest.json"))
+
+    monkeypatch.delenv(FAIL_ENV)
+    assert retry_flow_run(flow_run_id).is_completed()
+    seen = {r.id for r in first_attempt}
+    retried = [r for r in task_runs(flow_run_id) if r.id not in seen]
+    states = {(stage_of(r), r.state.name) for r in retried}
+    assert states == {("ingest", "Cached"), ("clean", "Cached"), ("language", "Completed")}
+
+
+def test_llmpipe_run_prints_the_funnel(prefect_server, corpus, tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        f"data:\n  ingest:\n    sources: [{{name: s, format: jsonl, path: {corpus}}}]\n"
+        "  language: {allowed: [en, de], workers: 1}\n"
+    )
+    assert main(["run", str(cfg), "--data-root", str(tmp_path / "data")]) == 0
+    out = capsys.readouterr().out
+    assert "Data funnel" in out and "language_not_allowed" in out and "quarantined" in out
