@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from uuid import UUID
 
@@ -40,9 +41,18 @@ def config(corpus: Path) -> DataConfig:
     )
 
 
-def task_runs(flow_run_id: UUID) -> list:
+def task_runs(flow_run_id: UUID, timeout: float = 60) -> list:
+    """The flow run's task runs once the server has recorded them all (states arrive as events)."""
+    deadline, last = time.monotonic() + timeout, None
     with get_client(sync_client=True) as client:
-        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            seen = sorted((str(r.id), r.state.name if r.state else "") for r in runs)
+            settled = seen == last and all(r.state and r.state.is_final() for r in runs)
+            if settled or time.monotonic() > deadline:
+                return runs
+            last = seen
+            time.sleep(1.0)
 
 
 def stage_of(task_run) -> str:
