@@ -1,0 +1,67 @@
+"""Language identification: langdetect's answers, deterministic, the same in parallel, on real text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from langdetect import DetectorFactory, detect_langs
+
+from llmcore.config import LanguageConfig
+from llmcore.data.language import UNKNOWN, detect_languages
+from llmcore.data.parts import language_part
+from llmcore.data.stage import StageDir, read_rows
+
+SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample" / "docs"
+
+
+def sample(per_lang: int) -> list[dict]:
+    docs = []
+    for lang in ("en", "de", "fr", "es"):
+        lines = (SAMPLE / f"{lang}.jsonl").read_text(encoding="utf-8").splitlines()[:per_lang]
+        docs += [json.loads(line) for line in lines]
+    return docs
+
+
+def test_same_answers_as_langdetect_itself():
+    texts = [d["text"] for d in sample(40)] + ["Привет, как дела? Это тест.", "NASA and the USA", "12345 !!!"]
+    DetectorFactory.seed = 0
+    expected = []
+    for text in texts:
+        try:
+            best = detect_langs(text)[0]
+            expected.append((best.lang, round(best.prob, 6)))
+        except Exception:
+            expected.append((UNKNOWN, 0.0))
+    assert detect_languages(texts, prefix_chars=10**6, seed=0, workers=1) == expected
+
+
+def test_labels_of_real_documents():
+    docs = sample(25)
+    found = detect_languages([d["text"] for d in docs], prefix_chars=500, workers=1)
+    accuracy = sum(lang == d["lang"] for (lang, _), d in zip(found, docs)) / len(docs)
+    assert accuracy >= 0.95
+
+
+def test_deterministic_and_parallel_equals_serial():
+    texts = [d["text"] for d in sample(50)]
+    serial = detect_languages(texts, prefix_chars=300, seed=7, workers=1)
+    assert detect_languages(texts, prefix_chars=300, seed=7, workers=1) == serial
+    assert detect_languages(texts, prefix_chars=300, seed=7, workers=2) == serial
+
+
+def test_stage_part_keeps_allowed_and_says_why_it_drops(tmp_path):
+    docs = sample(5)
+    rows = [{"id": f"d{i}", "text": d["text"], "source": "s"} for i, d in enumerate(docs)]
+    rows.append({"id": "digits", "text": "1234 5678 90", "source": "s"})
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in.parquet")
+    stage = StageDir(tmp_path, "language", "k")
+    summary = language_part(stage, "in", tmp_path / "in.parquet", LanguageConfig(allowed=["en", "de"], workers=1))
+    kept = list(read_rows(stage.path / summary["files"][0]["path"]))
+    rejected = {r["id"]: r for r in read_rows(stage.path / summary["rejected"][0]["path"])}
+    assert {r["lang"] for r in kept} == {"en", "de"} and all(r["lang_prob"] >= 0.8 for r in kept)
+    assert rejected["digits"]["reason"] == "language_not_allowed" and rejected["digits"]["lang"] == UNKNOWN
+    assert {r["lang"] for r in rejected.values()} >= {"fr", "es"}
+    assert summary["ledger"]["rows_in"] == len(rows) == len(kept) + len(rejected)
