@@ -1,0 +1,26 @@
+"""Training losses. Every objective is token cross-entropy; they differ in which labels the collator
+(`llmcore.objectives`) builds, and labels equal to IGNORE (-100: padding, unmasked MLM positions,
+prompts) never count."""
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean over counted labels. logits (..., C), labels (...)."""
+    return F.cross_entropy(logits.flatten(0, -2), labels.flatten(), ignore_index=IGNORE,
+                           label_smoothing=label_smoothing)
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token prediction: position t is scored on labels[t + 1]. Shifting the labels, not the logits,
+    avoids copying the (B, T, vocab) logits."""
+    return cross_entropy(logits, F.pad(labels[:, 1:], (0, 1), value=IGNORE))
+
+
+# Masked LM (BERT: labels at masked positions), next sentence prediction (labels 0 / 1 per pair),
+# sequence-to-sequence (target tokens; label smoothing as in Vaswani et al. 2017, section 5.4) and T5 span
+# corruption (sentinel-delimited spans as the target) are all plain cross-entropy over their labels.
+masked_lm_loss = nsp_loss = seq2seq_loss = span_corruption_loss = cross_entropy
