@@ -14,6 +14,7 @@ from prefect import task
 from llmcore.config import CleanConfig, IngestConfig, LanguageConfig, SourceConfig
 from llmcore.data import parts
 from llmcore.data.stage import StageDir
+from llmcore.locks import once
 from tasks.common import STAGE_TASK, maybe_fail
 
 VERSIONS = {"ingest": 1, "clean": 1, "language": 1}
@@ -24,7 +25,7 @@ def _run(data_root: str, stage: str, key: str, part: str, work: Callable[[StageD
     summary = stage_dir.summary_path(part)
     if not summary.exists():
         maybe_fail(stage)
-        work(stage_dir)
+        once(summary, lambda: work(stage_dir))  # an overlapping run writing this part waits, then reuses it
     return str(summary)
 
 
