@@ -86,6 +86,26 @@ class LanguageConfig(Section):
     workers: int = Field(0, ge=0, description="processes classifying in parallel; 0 = one per CPU core")
 
 
+class TokenizerConfig(Section):
+    """The vocabulary: trained with HF `tokenizers` on a bounded sample, or an existing tokenizer.json."""
+
+    family: Literal["gpt", "bert", "t5"] = Field(
+        "gpt", description="gpt: byte-level BPE; bert: WordPiece; t5: Unigram (each with its special tokens)"
+    )
+    vocab_size: int = Field(8000, ge=300, le=1_000_000, description="target vocabulary size (t5 adds 100 sentinels)")
+    min_frequency: int = Field(2, ge=1, description="pairs / words seen fewer times are not merged / kept")
+    sample_docs: int = Field(20_000, gt=0, description="documents drawn (seeded, without replacement) to train on")
+    seed: int = 0
+    path: str | None = Field(None, description="an existing tokenizer.json to use instead of training one")
+
+
+class TokenizeConfig(Section):
+    """Arrow token shards: one document per row, split by a stable hash of the document id."""
+
+    validation_fraction: Fraction = Field(0.05, description="share of documents (by id hash) in the validation split")
+    batch_docs: int = Field(1000, gt=0, description="documents per encode_batch call and per Arrow record batch")
+
+
 class RunnerConfig(Section):
     """How per-shard tasks are spread: threads in-process, or an existing / local Dask cluster."""
 
@@ -98,6 +118,8 @@ class DataConfig(Section):
     ingest: IngestConfig
     clean: CleanConfig = CleanConfig()
     language: LanguageConfig
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    tokenize: TokenizeConfig = TokenizeConfig()
     runner: RunnerConfig = RunnerConfig()
 
 
@@ -142,6 +164,9 @@ def _resolve_paths(raw: dict, base: Path) -> None:
     for src in sources:
         if isinstance(src, dict) and isinstance(src.get("path"), str) and not Path(src["path"]).is_absolute():
             src["path"] = str(base / src["path"])
+    tokenizer = (raw.get("data") or {}).get("tokenizer") or {}
+    if isinstance(tokenizer.get("path"), str) and not Path(tokenizer["path"]).is_absolute():
+        tokenizer["path"] = str(base / tokenizer["path"])
 
 
 def _explain(path: Path, root: yaml.Node | None, exc: ValidationError) -> str:

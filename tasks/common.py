@@ -68,10 +68,11 @@ def bind(stage_task: Task, data_root: str | Path) -> Task:
 
 @task(name="finalize", task_run_name="finalize-{stage}", **STAGE_TASK)
 def finalize_stage(
-    data_root: str, stage: str, key: str, parts: list[str], config: Any, upstream: list[str], upstream_rows: int | None
+    data_root: str, stage: str, key: str, parts: list[str], config: Any, upstream: list[str], upstream_rows: int | None,
+    extra: dict | None = None,
 ) -> str:
-    """Write the stage manifest once all its parts are done; returns the manifest's path."""
+    """Write the stage manifest (with the stage's `extra` fields) once all its parts are done; returns its path."""
     stage_dir = StageDir(data_root, stage, key)
     if stage_dir.manifest() is None:
-        stage_dir.finalize(parts, config, upstream, upstream_rows)
+        stage_dir.finalize(parts, config, upstream, upstream_rows, extra)
     return str(stage_dir.path / MANIFEST)

@@ -50,8 +50,10 @@ class StageDir:
     def manifest(self) -> dict | None:
         return read_manifest(self.path)
 
-    def finalize(self, parts: list[str], config: Any, upstream: list[str], upstream_rows: int | None) -> dict:
-        """Write the stage manifest from its parts' summaries; returns the manifest."""
+    def finalize(
+        self, parts: list[str], config: Any, upstream: list[str], upstream_rows: int | None, extra: dict | None = None
+    ) -> dict:
+        """Write the stage manifest from its parts' summaries (plus the stage's `extra` fields); returns it."""
         summaries = []
         for part in parts:
             summary = self.done_part(part)
@@ -79,6 +81,7 @@ class StageDir:
             "rejected": [f for s in summaries for f in s["rejected"]],
             "quarantine": "quarantine.jsonl",
             "parts": {s["part"]: s.get("info", {}) for s in summaries},
+            **(extra or {}),
         }
         atomic_write_json(self.path / MANIFEST, manifest)
         return manifest
@@ -102,6 +105,12 @@ class PartWriter:
         self._kept.append(row)
         if self.shard_rows and len(self._kept) >= self.shard_rows:
             self._flush_kept()
+
+    def add_file(self, path: Path, rows: int, **info: Any) -> None:
+        """An output file the part wrote itself (Arrow token shards, a tokenizer): its rows count as kept."""
+        self.ledger.rows_in += rows
+        self.ledger.rows_out += rows
+        self.files.append({**describe_file(path, self.stage.path, rows), **info})
 
     def reject(self, row: dict, reason: str, detail: str = "") -> None:
         self.ledger.rows_in += 1

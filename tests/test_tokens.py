@@ -1,0 +1,168 @@
+"""The tokenize stage on real text: Arrow token shards, their manifest, the split, and refusing bad shards.
+
+`docs_stage` and `token_stage` build stage directories the way the flow does, without Prefect;
+the loader and objective tests reuse them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from llmcore.config import TokenizeConfig, TokenizerConfig
+from llmcore.data import tokens
+from llmcore.data.stage import StageDir, read_rows
+from llmcore.manifest import MANIFEST, file_sha256, read_manifest
+from llmcore.tokenizer import load_tokenizer
+
+SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample" / "docs"
+
+
+def sample_texts(per_file: int | None = None) -> list[str]:
+    """Texts of the bundled sample (real manual pages and copyright files in four languages)."""
+    texts = []
+    for path in sorted(SAMPLE.glob("*.jsonl")):
+        lines = path.read_text(encoding="utf-8").splitlines()[:per_file]
+        texts += [json.loads(line)["text"] for line in lines]
+    return texts
+
+
+def docs_stage(root: Path, texts: list[str], shard_rows: int = 200) -> Path:
+    """A finished document stage (Parquet shards + manifest) holding `texts`."""
+    stage = StageDir(root, "docs", "k")
+    writer = stage.writer("part-00000", shard_rows=shard_rows)
+    for i, text in enumerate(texts):
+        writer.keep({"id": f"sample/doc:{i}", "text": text, "source": "sample"})
+    writer.finish()
+    stage.finalize(["part-00000"], {}, [], None)
+    return stage.path
+
+
+def token_stage(root: Path, texts: list[str], family: str = "gpt", vocab_size: int = 1000, sample_docs: int = 300,
+                validation_fraction: float = 0.1, shard_rows: int = 200) -> Path:
+    """Docs -> tokenizer -> tokenize, as the data flow chains them; returns the tokenize stage dir."""
+    corpus = docs_stage(root, texts, shard_rows)
+    tok_cfg = TokenizerConfig(family=family, vocab_size=vocab_size, sample_docs=sample_docs)
+    tok_stage = StageDir(root, "tokenizer", family)
+    described = tokens.tokenizer_stage(tok_stage, corpus, tok_cfg, tok_cfg.model_dump(), [])["tokenizer"]
+    stage = StageDir(root, "tokenize", family)
+    parts = [Path(f["path"]).stem for f in read_manifest(corpus)["files"]]
+    for part in parts:
+        tokens.tokenize_part(stage, part, corpus / f"{part}.parquet", tok_stage.path, TokenizeConfig(validation_fraction=validation_fraction))
+    stage.finalize(parts, {}, [], len(texts), extra={"tokenizer": described})
+    return stage.path
+
+
+@pytest.fixture(scope="module")
+def gpt_stage(tmp_path_factory) -> Path:
+    texts = sample_texts(120) + ["   "]  # whitespace only: byte-level BPE still has tokens for it
+    return token_stage(tmp_path_factory.mktemp("gpt"), texts)
+
+
+def test_token_shards_hold_each_document_as_the_tokenizer_encodes_it(gpt_stage):
+    manifest = read_manifest(gpt_stage)
+    ledger = manifest["ledger"]
+    assert ledger["rows_in"] == ledger["rows_out"] == len(sample_texts(120)) + 1
+    tok_dir = gpt_stage.parents[1] / "tokenizer" / "gpt"
+    assert manifest["tokenizer"]["sha256"] == file_sha256(tok_dir / "tokenizer.json")
+    tok = load_tokenizer(tok_dir)
+    texts = {r["id"]: r["text"] for r in read_rows(gpt_stage.parents[1] / "docs" / "k" / "part-00000-0000.parquet")}
+    checked = 0
+    for entry in manifest["files"]:
+        path = gpt_stage / entry["path"]
+        assert entry["sha256"] == file_sha256(path) and entry["bytes"] == path.stat().st_size
+        table = pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
+        assert table.schema.field("input_ids").type == pa.list_(pa.uint16())
+        assert table.schema.metadata[b"llmpipe.tokenizer_sha256"].decode() == manifest["tokenizer"]["sha256"]
+        assert table.num_rows == entry["rows"]
+        assert sum(len(x) for x in table.column("input_ids").to_pylist()) == entry["tokens"]
+        for doc_id, ids in zip(table.column("id").to_pylist(), table.column("input_ids").to_pylist()):
+            if doc_id in texts:
+                assert ids == tok.encode(texts[doc_id], add_special_tokens=False).ids
+                checked += 1
+    assert checked == len(texts)
+
+
+def test_split_follows_a_stable_hash_of_the_id(gpt_stage):
+    manifest = read_manifest(gpt_stage)
+    by_split = {s: set() for s in tokens.SPLITS}
+    for entry in manifest["files"]:
+        ids = pa.ipc.open_stream(pa.memory_map(str(gpt_stage / entry["path"]))).read_all().column("id").to_pylist()
+        assert all(tokens.split_of(i, 0.1) == entry["split"] for i in ids)
+        by_split[entry["split"]].update(ids)
+    total = sum(len(v) for v in by_split.values())
+    assert 0.05 < len(by_split["validation"]) / total < 0.15
+    totals = tokens.split_totals(manifest)
+    assert totals["validation"]["docs"] == len(by_split["validation"]) and totals["train"]["docs"] == len(by_split["train"])
+    # the hash is of the id alone: another fraction moves documents only from train to validation
+    assert {i for i in by_split["validation"] if tokens.split_of(i, 0.2) == "validation"} == by_split["validation"]
+
+
+def test_shards_open_with_datasets(gpt_stage, tmp_path):
+    import datasets
+
+    manifest = read_manifest(gpt_stage)
+    files = {s: [str(gpt_stage / f["path"]) for f in manifest["files"] if f["split"] == s] for s in tokens.SPLITS}
+    first = next(f for f in manifest["files"] if f["split"] == "train")
+    one = datasets.Dataset.from_file(str(gpt_stage / first["path"]))
+    assert one.features["input_ids"].feature.dtype == "uint16"
+    assert one.num_rows == first["rows"]
+    loaded = datasets.load_dataset("arrow", data_files=files, cache_dir=str(tmp_path / "hf-cache"))
+    totals = tokens.split_totals(manifest)
+    assert {s: loaded[s].num_rows for s in tokens.SPLITS} == {s: totals[s]["docs"] for s in tokens.SPLITS}
+    assert sum(len(x) for x in loaded["validation"]["input_ids"]) == totals["validation"]["tokens"]
+
+
+def test_documents_without_tokens_are_dropped_with_a_reason(tmp_path):
+    texts = sample_texts(30) + ["  \t  "]  # BERT's normaliser leaves nothing of it
+    stage = token_stage(tmp_path, texts, family="bert", sample_docs=100)
+    manifest = read_manifest(stage)
+    assert manifest["ledger"]["rows_in"] == len(texts)
+    assert manifest["ledger"]["dropped"] == {tokens.EMPTY: 1}
+    assert manifest["ledger"]["rows_out"] == len(texts) - 1
+    (rejected,) = [list(read_rows(stage / f["path"])) for f in manifest["rejected"]]
+    assert [(r["id"], r["reason"]) for r in rejected] == [(f"sample/doc:{len(texts) - 1}", tokens.EMPTY)]
+
+
+def test_large_vocabularies_use_uint32():
+    assert tokens.token_dtype(65536) == np.uint16
+    assert tokens.token_dtype(65537) == np.uint32
+    assert tokens.shard_schema(np.dtype(np.uint32), "x").field("input_ids").type == pa.list_(pa.uint32())
+
+
+def _break(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "flip":
+        data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data) if how == "flip" else bytes(data[: len(data) // 2]))
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate"])
+def test_a_changed_shard_is_refused_with_rebuild_advice(tmp_path, how):
+    stage = token_stage(tmp_path, sample_texts(40), shard_rows=60)
+    entry = read_manifest(stage)["files"][0]
+    tokens.open_split(stage, entry["split"])  # fine before
+    _break(stage / entry["path"], how)
+    with pytest.raises(tokens.TokenShardError) as err:
+        tokens.open_split(stage, entry["split"])
+    message = str(err.value)
+    assert str(stage / entry["path"]) in message
+    assert ("truncated" if how == "truncate" else "sha256") in message
+    assert "llmpipe run --refresh-cache" in message and str(stage / MANIFEST) in message
+    if how == "flip":  # a same-size change is only seen by the checksum
+        tokens.open_split(stage, entry["split"], verify="size")
+
+    # the advice, followed: delete the shard, its part summary and the manifest, redo that part
+    part = Path(entry["path"]).stem
+    for name in (entry["path"], f"parts/{part}.json", MANIFEST):
+        (stage / name).unlink()
+    corpus, tok_dir = tmp_path / "docs" / "k", tmp_path / "tokenizer" / "gpt"
+    tokens.tokenize_part(StageDir(tmp_path, "tokenize", "gpt"), part, corpus / f"{part}.parquet", tok_dir, TokenizeConfig(validation_fraction=0.1))
+    parts = [Path(f["path"]).stem for f in read_manifest(corpus)["files"]]
+    StageDir(tmp_path, "tokenize", "gpt").finalize(parts, {}, [], None)
+    assert file_sha256(stage / entry["path"]) == entry["sha256"]  # the same bytes again
+    tokens.open_split(stage, entry["split"])
