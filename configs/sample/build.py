@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import gzip
 import hashlib
-import html
 import json
 import os
 import random
@@ -195,7 +195,6 @@ def man_pages(pkg: str) -> list[str]:
             continue
         if os.path.islink(f) or not os.path.isfile(f):
             continue
-        import gzip
         with gzip.open(f, "rb") as g:
             head = g.read(4096).decode("utf-8", "replace")
         body = [ln for ln in head.splitlines() if ln.strip() and not ln.startswith(('.\\"', "'\\\""))]
