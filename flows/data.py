@@ -1,4 +1,4 @@
-"""The data flow: ingest -> clean -> language, each stage a fan-out of per-shard tasks.
+"""The data flow: ingest -> clean -> language -> dedup -> tokenizer -> tokenize, mostly per-shard tasks.
 
 Every stage's key hashes its code version, its config section and its inputs (the input files'
 size and mtime for ingest, the upstream manifest key after that), so a rerun finds finished
@@ -17,10 +17,11 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_table_artifact
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from llmcore.config import DataConfig, IngestConfig, RunnerConfig
+from llmcore.config import DataConfig, DedupConfig, IngestConfig, RunnerConfig, TokenizerConfig
 from llmcore.data.readers import list_inputs
-from llmcore.manifest import MANIFEST, stage_key
+from llmcore.manifest import MANIFEST, file_sha256, stage_key
 from llmcore.report import format_table, funnel
+from tasks import dedup, tokens
 from tasks.common import bind, finalize_stage
 from tasks.data import VERSIONS, clean_part, ingest_part, language_part
 
@@ -42,9 +43,9 @@ def task_runner(cfg: RunnerConfig) -> Iterator[TaskRunner]:
 
 
 def _finish(runner_futures, data_root: str, stage: str, key: str, parts: list[str], config: dict,
-            upstream: list[str], upstream_rows: int | None) -> dict:
+            upstream: list[str], upstream_rows: int | None, extra: dict | None = None) -> dict:
     runner_futures.result()  # raises if any part failed; the finished ones stay cached
-    path = bind(finalize_stage, data_root)(data_root, stage, key, parts, config, upstream, upstream_rows)
+    path = bind(finalize_stage, data_root)(data_root, stage, key, parts, config, upstream, upstream_rows, extra)
     return json.loads(Path(path).read_text())
 
 
@@ -78,10 +79,18 @@ def _fingerprint(unit: str) -> str:
     return ";".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
 
 
-def shard_stage(runner: TaskRunner, stage: str, part_task, cfg, data_root: str, upstream: dict) -> dict:
-    """A stage that maps one task over each shard of the upstream stage."""
+def shard_stage(runner: TaskRunner, stage: str, part_task, cfg, data_root: str, upstream: dict,
+                version: int | None = None, inputs: dict[str, dict] | None = None, extra: dict | None = None) -> dict:
+    """A stage that maps one task over each shard of the upstream stage.
+
+    `inputs`: further upstream stages' manifests by name (tokenize's tokenizer): their keys join the
+    stage key and every part gets that stage's directory as the argument of that name. `extra`:
+    fields for the stage manifest. `version`: for stages whose VERSION is not in tasks.data.
+    """
+    inputs = inputs or {}
     config = cfg.model_dump(mode="json")
-    key = stage_key(stage, VERSIONS[stage], config, [upstream["key"]])
+    upstream_keys = [upstream["key"], *(m["key"] for m in inputs.values())]
+    key = stage_key(stage, version or VERSIONS[stage], config, upstream_keys)
     upstream_dir = Path(data_root) / upstream["stage"] / upstream["key"]
     shards = [str(upstream_dir / f["path"]) for f in upstream["files"]]
     parts = [Path(s).stem for s in shards]
@@ -94,20 +103,59 @@ def shard_stage(runner: TaskRunner, stage: str, part_task, cfg, data_root: str, 
             "part": parts,
             "shard": shards,
             "cfg": unmapped(cfg),
+            **{name: unmapped(str(Path(data_root, m["stage"], m["key"]))) for name, m in inputs.items()},
         },
     )
-    return _finish(futures, data_root, stage, key, parts, config, [upstream["key"]], upstream["ledger"]["rows_out"])
+    return _finish(futures, data_root, stage, key, parts, config, upstream_keys, upstream["ledger"]["rows_out"], extra)
+
+
+def tokenizer_stage(cfg: TokenizerConfig, data_root: str, corpus: dict) -> dict:
+    """One global task: a tokenizer trained on a sample of `corpus`, or the file at cfg.path adopted."""
+    config = cfg.model_dump(mode="json")
+    upstream = [f"sha256:{file_sha256(cfg.path)}"] if cfg.path else [corpus["key"]]
+    key = stage_key("tokenizer", tokens.VERSIONS["tokenizer"], config, upstream)
+    corpus_dir = str(Path(data_root, corpus["stage"], corpus["key"]))
+    path = bind(tokens.tokenizer_stage, data_root)(data_root, "tokenizer", key, cfg, corpus_dir, upstream)
+    return json.loads(Path(path).read_text())
+
+
+def tokenize_stage(runner: TaskRunner, config: DataConfig, data_root: str, corpus: dict) -> tuple[dict, dict]:
+    """The tokenizer, then Arrow token shards of every corpus shard; returns both manifests."""
+    tokenizer = tokenizer_stage(config.tokenizer, data_root, corpus)
+    described = {**tokenizer["tokenizer"], "key": tokenizer["key"]}
+    tokenized = shard_stage(runner, "tokenize", tokens.tokenize_part, config.tokenize, data_root, corpus,
+                            tokens.VERSIONS["tokenize"], {"tokenizer": tokenizer}, {"tokenizer": described})
+    return tokenizer, tokenized
+
+
+def dedup_stage(runner: TaskRunner, cfg: DedupConfig, data_root: str, upstream: dict) -> dict:
+    """Signatures per shard, one global clustering (cached, its output on disk), a filter per shard."""
+    config = cfg.model_dump(mode="json", exclude={"sort_memory_mb"})  # changes how, not what: not in the key
+    key = stage_key("dedup", dedup.VERSION, config, [upstream["key"]])
+    upstream_dir = Path(data_root) / upstream["stage"] / upstream["key"]
+    shards = [str(upstream_dir / f["path"]) for f in upstream["files"]]
+    parts = [Path(s).stem for s in shards]
+    per_shard = {
+        "data_root": unmapped(data_root), "stage": unmapped("dedup"), "key": unmapped(key), "part": parts, "shard": shards,
+    }
+    runner.map(bind(dedup.signature_part, data_root), {**per_shard, "cfg": unmapped(cfg)}).result()
+    summary = dedup.report_clusters(bind(dedup.cluster, data_root)(data_root, "dedup", key, parts, shards, cfg))
+    futures = runner.map(bind(dedup.filter_part, data_root), per_shard)
+    return _finish(futures, data_root, "dedup", key, parts, config, [upstream["key"]], upstream["ledger"]["rows_out"],
+                   {"dedup": summary})
 
 
 @flow(name="data", persist_result=True)
 def data_flow(config: DataConfig, data_root: str = DEFAULT_DATA_ROOT) -> list[str]:
-    """Raw sources to a clean, language-filtered corpus; returns the stages' manifest paths in order."""
+    """Raw sources to a clean, deduplicated corpus and its token shards; returns the stages' manifest paths in order."""
     root = os.path.abspath(data_root)
     with task_runner(config.runner) as runner:
         ingest = ingest_stage(runner, config.ingest, root)
         clean = shard_stage(runner, "clean", clean_part, config.clean, root, ingest)
         language = shard_stage(runner, "language", language_part, config.language, root, clean)
-    manifests = [ingest, clean, language]
+        deduped = dedup_stage(runner, config.dedup, root, language)
+        tokenizer, tokenized = tokenize_stage(runner, config, root, deduped)
+    manifests = [ingest, clean, language, deduped, tokenizer, tokenized]
     rows = funnel(manifests)
     create_table_artifact(rows, key="data-funnel", description="Documents in, out, dropped and quarantined per stage")
     get_run_logger().info("Data funnel\n%s", format_table(rows))

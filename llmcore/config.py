@@ -86,6 +86,21 @@ class LanguageConfig(Section):
     workers: int = Field(0, ge=0, description="processes classifying in parallel; 0 = one per CPU core")
 
 
+class DedupConfig(Section):
+    """Exact duplicates (normalized text), then near duplicates: MinHash + LSH, union-find clusters."""
+
+    ngram: int = Field(5, gt=0, description="words per shingle")
+    num_perm: int = Field(128, ge=8, le=1024, description="MinHash permutations (signature length)")
+    seed: int = Field(1, description="seed of the MinHash permutations (datasketch's default: 1)")
+    threshold: float = Field(0.8, gt=0.0, lt=1.0, description="estimated Jaccard from which documents are near duplicates")
+    recall_weight: Fraction = Field(
+        0.9, description="weight of missed pairs against spurious candidates when choosing LSH bands and rows"
+    )
+    verify: bool = Field(True, description="check candidate pairs by estimated Jaccard and split chained clusters")
+    keep: Literal["first", "longest"] = Field("first", description="representative: first in corpus order, or longest text")
+    sort_memory_mb: int = Field(256, gt=0, description="memory for sorting bucket and hash records; more spills to disk")
+
+
 class TokenizerConfig(Section):
     """The vocabulary: trained with HF `tokenizers` on a bounded sample, or an existing tokenizer.json."""
 
@@ -118,6 +133,7 @@ class DataConfig(Section):
     ingest: IngestConfig
     clean: CleanConfig = CleanConfig()
     language: LanguageConfig
+    dedup: DedupConfig = DedupConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     tokenize: TokenizeConfig = TokenizeConfig()
     runner: RunnerConfig = RunnerConfig()

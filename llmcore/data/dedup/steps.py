@@ -1,0 +1,256 @@
+"""The dedup stage's three steps, over its stage directory (DESIGN.md §5):
+
+1. `sign_part`, per upstream shard, in parallel: MinHash signatures to `signatures/<part>.npy`,
+   then each document's exact hash, length and shingle count to `signatures/<part>.parquet`,
+   written last: the part's done marker.
+2. `cluster`, once, over all parts: exact groups, then LSH candidates, verification, union-find
+   and the keep rule. Writes `clusters/<part>.parquet` (each removed row of the part: row, reason,
+   representative id, estimated similarity), then `clusters/summary.json`, its done marker.
+   Memory: about 60 bytes per document, one sort partition (`sort_memory_mb`) and one batch of
+   signatures; all signatures stay on disk, memory-mapped.
+3. `filter_part`, per upstream shard, in parallel: kept rows out; removed rows to `rejected/`
+   with reason `exact_duplicate` or `near_duplicate` and the representative's id as detail.
+
+A document is an exact duplicate when its normalized text equals its representative's, a near
+duplicate otherwise; every removed document points at the kept document of its cluster.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from llmcore.config import DedupConfig
+from llmcore.data.dedup.cluster import (
+    UnionFind,
+    exact_representatives,
+    keep_order,
+    near_representatives,
+    size_histogram,
+)
+from llmcore.data.dedup.grouping import Grouper
+from llmcore.data.dedup.lsh import band_keys, bucket_pairs, lsh_params, s_curve
+from llmcore.data.dedup.minhash import Signer, similarity
+from llmcore.data.stage import StageDir, read_rows
+from llmcore.manifest import atomic_write_json, commit_file, temp_path_for
+
+SIGNATURES, CLUSTERS, SUMMARY = "signatures", "clusters", "summary.json"
+EXACT, NEAR = "exact_duplicate", "near_duplicate"
+SIGNATURE_BATCH_BYTES = 64 << 20  # signatures compared or split per numpy call
+REMOVED = pa.schema(
+    [("row", pa.int32()), ("reason", pa.string()), ("representative", pa.string()), ("similarity", pa.float32())]
+)
+
+
+def signature_marker(stage_path: Path, part: str) -> Path:
+    return Path(stage_path) / SIGNATURES / f"{part}.parquet"
+
+
+def summary_path(stage_path: Path) -> Path:
+    return Path(stage_path) / CLUSTERS / SUMMARY
+
+
+def _commit_parquet(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(path)
+    pq.write_table(table, tmp)
+    commit_file(tmp, path)
+
+
+def sign_part(stage_path: Path, part: str, shard: Path, cfg: DedupConfig) -> Path:
+    texts = pq.read_table(shard, columns=["text"]).column("text").to_pylist()
+    signed = Signer(cfg.num_perm, cfg.seed, cfg.ngram).sign(texts)
+    npy = Path(stage_path) / SIGNATURES / f"{part}.npy"
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(npy)
+    with open(tmp, "wb") as fh:
+        np.save(fh, signed.signatures)
+    commit_file(tmp, npy)
+    marker = signature_marker(stage_path, part)
+    meta = {
+        "exact_hi": signed.exact[:, 0],
+        "exact_lo": signed.exact[:, 1],
+        "chars": signed.chars,
+        "shingles": signed.shingles,
+    }
+    _commit_parquet(pa.table(meta), marker)
+    return marker
+
+
+class SignatureStore:
+    """All parts' signatures, memory-mapped: rows are read from disk when asked for."""
+
+    def __init__(self, stage_path: Path, parts: list[str], sizes: list[int], num_perm: int):
+        self.num_perm = num_perm
+        self.mats = [
+            np.load(Path(stage_path) / SIGNATURES / f"{p}.npy", mmap_mode="r")
+            if n
+            else np.empty((0, num_perm), np.uint32)
+            for p, n in zip(parts, sizes)
+        ]
+        self.offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        self.batch = max(1, SIGNATURE_BATCH_BYTES // (4 * num_perm))
+
+    def rows(self, docs: np.ndarray) -> np.ndarray:
+        out = np.empty((len(docs), self.num_perm), dtype=np.uint32)
+        shard = np.searchsorted(self.offsets, docs, side="right") - 1
+        for s in np.unique(shard):
+            sel = shard == s
+            out[sel] = self.mats[s][docs[sel] - self.offsets[s]]
+        return out
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        out = np.empty(len(a))
+        for i in range(0, len(a), self.batch):
+            out[i : i + self.batch] = similarity(self.rows(a[i : i + self.batch]), self.rows(b[i : i + self.batch]))
+        return out
+
+
+def cluster(stage_path: Path, parts: list[str], shards: list[Path], cfg: DedupConfig) -> dict:
+    """The global step: every document's fate, written per part, then the summary; returns the summary."""
+    stage_path, clock = Path(stage_path), _Clock()
+    metas = [pq.read_table(signature_marker(stage_path, p)) for p in parts]
+    sizes = [t.num_rows for t in metas]
+    exact_hi, exact_lo = _column(metas, "exact_hi", np.uint64), _column(metas, "exact_lo", np.uint64)
+    chars, shingle_counts = _column(metas, "chars", np.int64), _column(metas, "shingles", np.int32)
+    n = len(chars)
+    docs = np.arange(n, dtype=np.int64)
+    order, rank = keep_order(cfg.keep, chars)
+    store = SignatureStore(stage_path, parts, sizes, cfg.num_perm)
+    spill, memory = stage_path / CLUSTERS / "spill", cfg.sort_memory_mb << 20
+
+    exact = Grouper(spill, n, memory)
+    for s in range(len(parts)):
+        lo, hi = store.offsets[s], store.offsets[s + 1]
+        exact.add(exact_hi[lo:hi], exact_lo[lo:hi], docs[lo:hi])
+    exact_rep = exact_representatives(exact.groups(), order, rank)
+    clock.lap("exact")
+
+    bands, rows = lsh_params(cfg.threshold, cfg.num_perm, cfg.recall_weight)
+    eligible = (exact_rep == docs) & (shingle_counts > 0)  # one per exact group; no words, no near match
+    buckets = Grouper(spill, int(eligible.sum()) * bands, memory)
+    band_ids = np.arange(bands, dtype=np.uint64)
+    for s in range(len(parts)):
+        lo = store.offsets[s]
+        local = np.flatnonzero(eligible[lo : store.offsets[s + 1]])
+        keys = band_keys(store.mats[s][local], bands, rows)
+        buckets.add(keys.ravel(), np.tile(band_ids, len(local)), np.repeat(local + lo, bands))
+    clock.lap("bands")
+
+    union, counts = UnionFind(n), {"candidate_pairs": 0, "compared_pairs": 0, "similar_pairs": 0}
+    for members, starts in buckets.groups():
+        a, b = bucket_pairs(members, starts)
+        pairs = np.unique(a * n + b)  # a < b: one code per pair
+        a, b = pairs // n, pairs % n
+        counts["candidate_pairs"] += len(a)
+        if cfg.verify:
+            roots = union.roots()
+            apart = roots[a] != roots[b]  # a pair already joined (through another band) needs no comparison
+            a, b = a[apart], b[apart]
+            counts["compared_pairs"] += len(a)
+            close = store.similarity(a, b) >= cfg.threshold
+            a, b = a[close], b[close]
+        counts["similar_pairs"] += len(a)
+        union.union(a, b)
+    clock.lap("pairs")
+
+    near_rep = near_representatives(
+        union.roots(), docs[eligible], rank, store.rows if cfg.verify else None, cfg.threshold, store.batch
+    )
+    final = near_rep[exact_rep]  # the exact group's representative, then its near cluster's
+    clock.lap("clusters")
+
+    removed = np.flatnonzero(final != docs)
+    reps = final[removed]
+    is_exact = exact_rep[removed] == reps
+    sim = np.ones(len(removed), dtype=np.float32)
+    sim[~is_exact] = store.similarity(exact_rep[removed[~is_exact]], reps[~is_exact])
+    rep_index = np.unique(reps)
+    rep_ids = _ids(rep_index, store.offsets, shards)
+    for s, part in enumerate(parts):
+        lo, hi = np.searchsorted(removed, store.offsets[s : s + 2])
+        table = pa.table(
+            {
+                "row": (removed[lo:hi] - store.offsets[s]).astype(np.int32),
+                "reason": np.where(is_exact[lo:hi], EXACT, NEAR),
+                "representative": rep_ids[np.searchsorted(rep_index, reps[lo:hi])],
+                "similarity": sim[lo:hi],
+            },
+            schema=REMOVED,
+        )
+        _commit_parquet(table, stage_path / CLUSTERS / f"{part}.parquet")
+    clock.lap("write")
+
+    cluster_sizes = np.bincount(final, minlength=n)
+    largest = np.argsort(-cluster_sizes, kind="stable")[:5]
+    largest = largest[cluster_sizes[largest] >= 2]
+    summary = {
+        "documents": n,
+        "kept": n - len(removed),
+        EXACT: int(is_exact.sum()),
+        NEAR: int((~is_exact).sum()),
+        "clusters": int((cluster_sizes >= 2).sum()),
+        "cluster_sizes": size_histogram(final),
+        "largest_clusters": [
+            {"representative": rep_ids[np.searchsorted(rep_index, r)], "size": int(cluster_sizes[r])} for r in largest
+        ],
+        "lsh": {
+            "num_perm": cfg.num_perm,
+            "threshold": cfg.threshold,
+            "bands": bands,
+            "rows": rows,
+            "recall_weight": cfg.recall_weight,
+            "candidate_probability_at_jaccard": s_curve(bands, rows),
+        },
+        **counts,
+        "sort_partitions": {"exact": exact.partitions, "bands": buckets.partitions},
+        "seconds": clock.laps,
+    }
+    atomic_write_json(summary_path(stage_path), summary)
+    return summary
+
+
+def _column(tables: list[pa.Table], name: str, dtype: type) -> np.ndarray:
+    return np.concatenate([t.column(name).to_numpy() for t in tables] or [np.empty(0, dtype)])
+
+
+def _ids(docs: np.ndarray, offsets: np.ndarray, shards: list[Path]) -> np.ndarray:
+    """The `id` of each of `docs` (sorted), read from the upstream shards that hold them."""
+    ids = np.empty(len(docs), dtype=object)
+    shard = np.searchsorted(offsets, docs, side="right") - 1
+    for s in np.unique(shard):
+        sel = shard == s
+        column = pq.read_table(shards[s], columns=["id"]).column("id").to_numpy(zero_copy_only=False)
+        ids[sel] = column[docs[sel] - offsets[s]]
+    return ids
+
+
+def filter_part(stage: StageDir, part: str, shard: Path) -> dict:
+    """Keep the part's unremoved rows; reject the others with their reason and representative."""
+    if not summary_path(stage.path).exists():
+        raise RuntimeError(f"{summary_path(stage.path)} is missing: run the dedup clustering step first")
+    removed = pq.read_table(stage.path / CLUSTERS / f"{part}.parquet").to_pylist()
+    fate = {r["row"]: r for r in removed}
+    writer = stage.writer(part)
+    for i, row in enumerate(read_rows(shard)):
+        r = fate.get(i)
+        if r is None:
+            writer.keep(row)
+        else:
+            writer.reject({**row, "dup_similarity": r["similarity"]}, r["reason"], r["representative"])
+    return writer.finish({"input": Path(shard).name})
+
+
+class _Clock:
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now

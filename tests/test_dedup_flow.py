@@ -1,0 +1,128 @@
+"""The dedup stage inside the data flow, on a real Prefect test server: a crash in clustering reuses
+the signatures, a finished stage comes back Cached, and a Dask LocalCluster gives the same bytes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+from flows.data import data_flow
+from llmcore.config import DataConfig, IngestConfig, LanguageConfig, RunnerConfig, SourceConfig
+from llmcore.data.language import detect_languages
+from tasks.common import FAIL_ENV
+from tasks.dedup import CLUSTER_FAIL
+from tests.test_data_flow import task_runs
+
+SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample" / "docs"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """24 real English documents, 3 copies differing in case and spacing, 3 with their last words edited."""
+    texts = [json.loads(line)["text"] for line in (SAMPLE / "en.jsonl").read_text(encoding="utf-8").splitlines()]
+    texts = [t for t in texts if len(t.split()) >= 80][:24]
+    rows = [{"text": t} for t in texts]
+    rows += [{"text": texts[i].replace(" ", "  ").upper()} for i in (1, 5, 9)]
+    rows += [{"text": " ".join(texts[i].split()[:-3] + ["edited", "closing", "words"])} for i in (2, 6, 10)]
+    path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"
+    detect_languages(
+        ["warm up"], 100, workers=1
+    )  # loads langdetect's profiles before two language threads race to (not thread-safe yet)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def config(corpus: Path, runner: RunnerConfig | None = None) -> DataConfig:
+    return DataConfig(
+        ingest=IngestConfig(sources=[SourceConfig(name="s", format="jsonl", path=str(corpus))], shard_rows=15),
+        language=LanguageConfig(allowed=["en"], min_prob=0.5, workers=1),
+        runner=runner or RunnerConfig(),
+    )
+
+
+def dedup_states(flow_run_id) -> dict[str, set[str]]:
+    """State names of the flow run's dedup task runs, by step (signature, cluster, filter)."""
+    states: dict[str, set[str]] = {}
+    for run in task_runs(flow_run_id):
+        if run.name.startswith("dedup-"):
+            states.setdefault(run.name.split("-")[1], set()).add(run.state.name)
+    return states
+
+
+def dedup_manifest(paths: list[str]) -> str:
+    [path] = [p for p in paths if Path(p).parent.parent.name == "dedup"]
+    return path
+
+
+def dedup_files(manifest_path: str) -> dict[str, str]:
+    """Every file of the dedup stage directory with its sha256 (signatures, clusters, output)."""
+    from llmcore.manifest import file_sha256
+
+    stage = Path(manifest_path).parent
+    return {
+        str(p.relative_to(stage)): file_sha256(p)
+        for p in sorted(stage.rglob("*"))
+        if p.is_file() and p.suffix in (".parquet", ".npy")
+    }
+
+
+def test_crash_in_clustering_reuses_signatures_and_a_finished_stage_is_cached(
+    prefect_server, corpus, tmp_path, monkeypatch
+):
+    cfg, root = config(corpus), str(tmp_path / "data")
+    monkeypatch.setenv(FAIL_ENV, CLUSTER_FAIL)
+    crashed = data_flow(cfg, root, return_state=True)
+    assert crashed.is_failed()
+    assert dedup_states(crashed.state_details.flow_run_id) == {"signature": {"Completed"}, "cluster": {"Failed"}}
+    assert not list(Path(root).glob("dedup/*/manifest.json"))
+
+    monkeypatch.delenv(FAIL_ENV)
+    rerun = data_flow(cfg, root, return_state=True)
+    assert rerun.is_completed()
+    assert dedup_states(rerun.state_details.flow_run_id) == {
+        "signature": {"Cached"},
+        "cluster": {"Completed"},
+        "filter": {"Completed"},
+    }
+    paths = rerun.result()
+    manifest = json.loads(Path(dedup_manifest(paths)).read_text())
+    ledger = manifest["ledger"]
+    assert ledger["rows_in"] == 30 == ledger["rows_out"] + sum(ledger["dropped"].values()) + ledger["quarantined"]
+    assert ledger["dropped"] == {"exact_duplicate": 3, "near_duplicate": 3}
+    lsh = manifest["dedup"]["lsh"]  # the clustering summary travels in the manifest
+    assert lsh["bands"] * lsh["rows"] <= lsh["num_perm"] == 128 and manifest["dedup"]["clusters"] == 6
+    stage = Path(dedup_manifest(paths)).parent
+    kept = {r["id"] for f in manifest["files"] for r in pq.read_table(stage / f["path"], columns=["id"]).to_pylist()}
+    for f in manifest["rejected"]:
+        for row in pq.read_table(stage / f["path"]).to_pylist():
+            assert row["detail"] in kept and row["reason"] in ("exact_duplicate", "near_duplicate")
+
+    again = data_flow(cfg, root, return_state=True)
+    assert again.result() == paths
+    assert dedup_states(again.state_details.flow_run_id) == {
+        "signature": {"Cached"},
+        "cluster": {"Cached"},
+        "filter": {"Cached"},
+    }
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["dedup-clusters"])), limit=1
+        )
+    assert artifact.type == "table"
+    assert {"size": "2", "clusters": 6, "documents": 12} in json.loads(artifact.data)
+
+
+def test_dask_local_cluster_gives_the_same_output_as_threads(prefect_server, corpus, tmp_path):
+    threads = data_flow(config(corpus), str(tmp_path / "threads"))
+    dask = data_flow(config(corpus, RunnerConfig(kind="dask", workers=2)), str(tmp_path / "dask"))
+    assert [Path(p).relative_to(tmp_path / "threads") for p in threads] == [
+        Path(p).relative_to(tmp_path / "dask") for p in dask
+    ]
+    files = dedup_files(dedup_manifest(threads))
+    assert any(name.startswith("signatures/") for name in files) and any(name.startswith("rejected/") for name in files)
+    assert dedup_files(dedup_manifest(dask)) == files
