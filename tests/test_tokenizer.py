@@ -96,3 +96,10 @@ def test_the_training_sample_is_bounded_and_seeded(tmp_path):
     m = tokens.tokenizer_stage(StageDir(tmp_path, "tokenizer", "k"), corpus, cfg, cfg.model_dump(), [])
     assert m["ledger"]["rows_in"] == m["ledger"]["rows_out"] == 30
     assert m["parts"]["tokenizer"]["sampled_docs"] == 30
+
+
+def test_an_empty_corpus_trains_no_tokenizer(tmp_path):
+    corpus = docs_stage(tmp_path, [])
+    cfg = TokenizerConfig()
+    with pytest.raises(TokenizerError, match="no document to train a tokenizer on"):
+        tokens.tokenizer_stage(StageDir(tmp_path, "tokenizer", "k"), corpus, cfg, cfg.model_dump(), [])

@@ -50,6 +50,8 @@ def tokenizer_stage(stage: StageDir, corpus_dir: Path, cfg: TokenizerConfig, con
             tok, sampled = toks.load_tokenizer(cfg.path, cfg.family), 0
         else:
             texts, sampled = sample_texts(corpus_dir, read_manifest(corpus_dir), cfg.sample_docs, cfg.seed)
+            if not sampled:
+                raise toks.TokenizerError(f"{corpus_dir} holds no document to train a tokenizer on; see the data funnel")
             tok = toks.train_tokenizer(texts, cfg, length=sampled)
         toks.save_tokenizer(tok, stage.path, cfg.family)
         writer.add_file(path, sampled)
