@@ -1,4 +1,4 @@
-"""The `llmpipe` command: run the pipeline, validate a config, retry a failed flow run."""
+"""The `llmpipe` command: run the pipeline, validate a config, retry a failed flow run, serve the deployments."""
 
 from __future__ import annotations
 
@@ -51,6 +51,13 @@ def _retry(args: argparse.Namespace) -> int:
     return 0 if state.is_completed() else 1
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from flows.serve import PREFECT_FILE, serve_deployments
+
+    serve_deployments(args.prefect_file or PREFECT_FILE, args.config, args.data_root or "", args.limit)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmpipe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     retry = sub.add_parser("retry", help="rerun a failed flow run here: finished stages come back Cached")
     retry.add_argument("flow_run_id")
     retry.set_defaults(func=_retry)
+    serve = sub.add_parser("serve", help="serve deployments/prefect.yaml's deployments and schedules here, without a work pool")
+    serve.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG))
+    serve.add_argument("--data-root", help="the shared root for stage directories and results (default ./llmpipe-data)")
+    serve.add_argument("--prefect-file", help="the deployments to serve (default deployments/prefect.yaml)")
+    serve.add_argument("--limit", type=int, help="at most this many flow runs at once")
+    serve.set_defaults(func=_serve)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -18,3 +18,30 @@ def prefect_server(tmp_path_factory):
     os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(tmp_path_factory.mktemp("prefect-results"))
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory):
+    """A `prefect server start` process (SQLite in a temp PREFECT_HOME, a free loopback port), UI included."""
+    from live_prefect import live_server
+
+    with live_server(tmp_path_factory.mktemp("prefect-home")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def deployed(live_server, tmp_path_factory):
+    """deployments/prefect.yaml deployed to the live server (a process pool), on a small corpus."""
+    from live_prefect import deploy
+
+    return deploy(live_server, tmp_path_factory.mktemp("deployed"))
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(deployed):
+    """The nightly pipeline deployment, triggered through the API and run to the end by a worker."""
+    from live_prefect import wait_final
+
+    run_id = deployed.trigger("pipeline/nightly")
+    deployed.server.run_worker_once()
+    return wait_final(deployed.server, run_id)

@@ -1,0 +1,119 @@
+"""deployments/prefect.yaml against a real `prefect server start`, a process work pool and its workers.
+
+The failure is injected into the worker, not the run: a worker with LLMPIPE_FAIL_STAGE set (a
+broken node) fails the run, a healthy one runs the retry. Injecting it through the run's job
+variables would not do: `prefect flow-run retry` keeps a run's job variables, so the retry fails again.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from test_data_flow import stage_of, task_runs
+
+from live_prefect import wait_final
+from tasks.common import FAIL_ENV
+
+FAILING = "language"
+BEFORE = {"ingest", "clean"}  # the stages that finish before it
+
+
+def children(flow_run_id) -> list:
+    """The flow runs started by a flow run (the pipeline's stage flows)."""
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+
+
+def stage_task_runs(server, pipeline_run_id) -> list:
+    with server.settings():
+        return [r for child in children(pipeline_run_id) for r in task_runs(child.id)]
+
+
+def test_schedules_and_parameters_are_deployed(deployed):
+    with deployed.server.settings(), get_client(sync_client=True) as client:
+        nightly = client.read_deployment(deployed.deployments["pipeline/nightly"])
+        refresh = client.read_deployment(deployed.deployments["data/refresh"])
+        upcoming = _upcoming(client, nightly.id)
+    [cron] = nightly.schedules
+    assert (cron.schedule.cron, cron.schedule.timezone, cron.active) == ("0 2 * * *", "UTC", True)
+    assert nightly.global_concurrency_limit.limit == 1
+    assert [s.schedule.interval for s in refresh.schedules] == [timedelta(hours=6)]
+    assert refresh.global_concurrency_limit is None
+
+    now = datetime.now(timezone.utc)
+    assert len(upcoming) >= 3
+    assert all(t > now and (t.hour, t.minute) == (2, 0) for t in upcoming)
+    assert [b - a for a, b in zip(upcoming, upcoming[1:3])] == [timedelta(days=1)] * 2
+
+    # The config file went in whole, its relative source path made absolute; the UI's form comes
+    # from the pydantic schema, with each section's fields, types and defaults.
+    [source] = nightly.parameters["config"]["data"]["ingest"]["sources"]
+    assert source["path"] == str(deployed.data_root.parent / "corpus")
+    assert nightly.parameters["data_root"] == str(deployed.data_root)
+    assert refresh.parameters["config"] == nightly.parameters["config"]["data"]
+    schema = nightly.parameter_openapi_schema
+    assert schema["required"] == ["config"]
+    language = schema["definitions"]["LanguageConfig"]["properties"]
+    assert language["min_prob"]["type"] == "number" and language["min_prob"]["default"] == 0.8
+
+
+def _upcoming(client, deployment_id, timeout: float = 60) -> list[datetime]:
+    """Scheduled start times of the deployment's runs, once the server's scheduler has made them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
+        )
+        if len(runs) >= 3 or time.monotonic() > deadline:
+            return sorted(r.expected_start_time for r in runs)
+        time.sleep(1)
+
+
+def test_worker_runs_the_triggered_pipeline(deployed, pipeline_run):
+    assert pipeline_run.state.is_completed(), pipeline_run.state.message
+    manifests = sorted(p.parent.parent.name for p in deployed.data_root.glob("*/*/manifest.json"))
+    assert BEFORE | {FAILING} <= set(manifests)
+    assert list((deployed.data_root / "prefect-results").iterdir())  # task and flow results on the shared root
+    with deployed.server.settings(), get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(  # published by the data stage flow, a child of the pipeline run
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["data-funnel"])),
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[pipeline_run.id])),
+        )
+    assert [a.type for a in artifacts] == ["table"]
+
+
+def test_retry_of_a_failed_deployment_run_reruns_only_the_failed_stages(deployed, tmp_path):
+    server = deployed.server
+    run_id = deployed.trigger("pipeline/nightly", data_root=str(tmp_path / "shared"))  # nothing cached yet
+    server.run_worker_once(extra_env={FAIL_ENV: FAILING})
+    assert wait_final(server, run_id).state.is_failed()
+    first = stage_task_runs(server, run_id)
+    assert {r.state.name for r in first if stage_of(r) == FAILING} == {"Failed"}
+    assert {r.state.name for r in first if stage_of(r) in BEFORE} == {"Completed"}
+    assert not list(tmp_path.glob(f"shared/{FAILING}/*/manifest.json"))
+
+    server.cli("flow-run", "retry", str(run_id))
+    server.run_worker_once()
+    assert wait_final(server, run_id).state.is_completed()
+    seen = {r.id for r in first}
+    retried = [r for r in stage_task_runs(server, run_id) if r.id not in seen]
+    states: dict[str, set[str]] = {}
+    for r in retried:
+        states.setdefault(stage_of(r), set()).add(r.state.name)
+    assert {stage: states.pop(stage) for stage in BEFORE} == {stage: {"Cached"} for stage in BEFORE}
+    assert states.pop(FAILING) == {"Completed"}
+    assert all(names == {"Completed"} for names in states.values()), states  # the later stages ran
