@@ -7,10 +7,11 @@ them into a batch with `collate(examples, rng)`: a dict of int64 torch tensors n
 decoder_input_ids). All randomness comes from `rng`, whose state the loader saves: resume is exact.
 
 - CLM: documents packed into `block_size` windows, EOS after each document; labels = input_ids
-  (the model shifts them, as transformers' causal LMs do).
+  (the model shifts them, as transformers' causal LMs do). Packed batches hold no padding, so they
+  carry no attention_mask: an all-ones mask would keep SDPA off its fused causal kernels.
 - MLM: packed like CLM, [SEP] between documents, [CLS] ... [SEP] around each window; 15% of the
   maskable tokens (never special tokens or padding) are predicted: 80% -> [MASK], 10% -> a random
-  token, 10% unchanged; labels are -100 everywhere else.
+  token, 10% unchanged; labels are -100 everywhere else (no padding: no attention_mask either).
 - NSP: BERT's pairs [CLS] A [SEP] B [SEP] (token_type_ids 0 / 1): B continues A (label 0) or, half
   the time, is a span of another document (label 1); masked as MLM.
 - SpanCorruption: T5's objective: noise density 0.15, mean span length 3; each noise span becomes
@@ -49,7 +50,7 @@ class CLM:
 
     def collate(self, examples: list[dict], rng: np.random.Generator) -> dict[str, torch.Tensor]:
         ids = _tensor(np.stack([e["input_ids"] for e in examples]))
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+        return {"input_ids": ids, "labels": ids.clone()}
 
 
 @dataclass(frozen=True)
@@ -93,12 +94,8 @@ class MLM:
     def collate(self, examples: list[dict], rng: np.random.Generator) -> dict[str, torch.Tensor]:
         ids = np.stack([e["input_ids"] for e in examples]).astype(np.int64)
         inputs, labels = self.masking(ids, rng)
-        return {
-            "input_ids": _tensor(inputs),
-            "attention_mask": torch.ones(ids.shape, dtype=torch.int64),
-            "token_type_ids": torch.zeros(ids.shape, dtype=torch.int64),
-            "labels": _tensor(labels),
-        }
+        types = torch.zeros(ids.shape, dtype=torch.int64)
+        return {"input_ids": _tensor(inputs), "token_type_ids": types, "labels": _tensor(labels)}
 
 
 @dataclass(frozen=True)
@@ -157,7 +154,9 @@ class SpanCorruption:
             raise ValueError("span corruption needs input_length >= 4")
         spans = self.noise(self.raw_length)[1]
         if spans > len(self.sentinel_ids):
-            raise ValueError(f"input_length {self.input_length} needs {spans} sentinels; the tokenizer has {len(self.sentinel_ids)}")
+            raise ValueError(
+                f"input_length {self.input_length} needs {spans} sentinels; the tokenizer has {len(self.sentinel_ids)}"
+            )
 
     def noise(self, length: int) -> tuple[int, int]:
         """(noise tokens, noise spans) in `length` raw tokens, as T5's random_spans_noise_mask counts them."""
@@ -252,12 +251,14 @@ def make_objective(kind: str, tokenizer: dict, length: int, **options) -> CLM | 
     """The objective `kind` (clm | mlm | nsp | span) for a tokenizer as the tokenize manifest describes it
     (`manifest["tokenizer"]`: family, vocab_size, special_ids); `length`: tokens per example."""
     ids = tokenizer["special_ids"]
-    need = {"clm": ["eos"], "mlm": ["cls", "sep", "mask", "pad"], "nsp": ["cls", "sep", "mask", "pad"], "span": ["eos", "pad", "sentinels"]}
+    bert = ["cls", "sep", "mask", "pad"]
+    need = {"clm": ["eos"], "mlm": bert, "nsp": bert, "span": ["eos", "pad", "sentinels"]}
     if kind not in need:
         raise ValueError(f"unknown objective {kind!r}; use one of {', '.join(need)}")
     missing = [role for role in need[kind] if role not in ids]
     if missing:
-        raise ValueError(f"objective {kind!r} needs the special token(s) {missing}, which a {tokenizer['family']} tokenizer lacks")
+        family = tokenizer["family"]
+        raise ValueError(f"objective {kind!r} needs the special token(s) {missing}, which a {family} tokenizer lacks")
     if kind == "clm":
         return CLM(length, ids["eos"], **options)
     if kind == "span":

@@ -18,7 +18,9 @@ VERSIONS = {"tokenizer": 1, "tokenize": 1}  # part of the stage keys: bump when 
 
 
 @task(name="tokenizer", **STAGE_TASK)
-def tokenizer_stage(data_root: str, stage: str, key: str, cfg: TokenizerConfig, corpus: str, upstream: list[str]) -> str:
+def tokenizer_stage(
+    data_root: str, stage: str, key: str, cfg: TokenizerConfig, corpus: str, upstream: list[str]
+) -> str:
     """Train (or adopt) the tokenizer from the corpus stage directory `corpus`; returns the manifest path."""
     stage_dir = StageDir(data_root, stage, key)
     if stage_dir.manifest() is None:
@@ -29,5 +31,7 @@ def tokenizer_stage(data_root: str, stage: str, key: str, cfg: TokenizerConfig, 
 
 
 @task(name="tokenize", task_run_name="tokenize-{part}", **STAGE_TASK)
-def tokenize_part(data_root: str, stage: str, key: str, part: str, shard: str, cfg: TokenizeConfig, tokenizer: str) -> str:
+def tokenize_part(
+    data_root: str, stage: str, key: str, part: str, shard: str, cfg: TokenizeConfig, tokenizer: str
+) -> str:
     return _run(data_root, stage, key, part, lambda d: tokens.tokenize_part(d, part, Path(shard), Path(tokenizer), cfg))

@@ -50,7 +50,7 @@ def test_clm_packs_documents_with_eos_between(stages):
     clm = make_objective("clm", info, 64)
     got = batches(stages["gpt"], clm, 20, shuffle=False)
     assert all(b["input_ids"].shape == (8, 64) and torch.equal(b["labels"], b["input_ids"]) for b in got)
-    assert all(bool(b["attention_mask"].all()) for b in got)
+    assert all("attention_mask" not in b for b in got)  # no padding: the model's fused causal path
     flat = torch.cat([b["input_ids"].reshape(-1) for b in got]).numpy()
     assert np.array_equal(flat, packed(stages["gpt"], info["special_ids"]["eos"])[: len(flat)])
 
@@ -80,7 +80,8 @@ def test_masking_follows_the_80_10_10_rule(stages, kind):
     kept = (inputs == original) & chosen
     swapped = chosen & ~masked & ~kept
     n = chosen.sum()
-    assert abs(masked.sum() / n - 0.8) < 0.02 and abs(swapped.sum() / n - 0.1) < 0.02 and abs(kept.sum() / n - 0.1) < 0.02
+    assert abs(masked.sum() / n - 0.8) < 0.02
+    assert abs(swapped.sum() / n - 0.1) < 0.02 and abs(kept.sum() / n - 0.1) < 0.02
     assert not np.isin(inputs[swapped], specials).any()  # the random token is a real one
     assert not (inputs[~chosen] == ids["mask"]).any()
 
@@ -108,7 +109,8 @@ def test_nsp_pairs_continue_their_document_or_come_from_another(stages):
     assert set(labels) == {0, 1} and abs(labels.mean() - 0.5) < 0.08
     checked = 0
     for batch in got:
-        for row, types, mask, label in zip(_unmask(batch), batch["token_type_ids"].numpy(), batch["attention_mask"].numpy(), batch["next_sentence_label"]):
+        columns = (batch["token_type_ids"].numpy(), batch["attention_mask"].numpy(), batch["next_sentence_label"])
+        for row, types, mask, label in zip(_unmask(batch), *columns):
             n = int(mask.sum())
             assert mask[:n].all() and not mask[n:].any() and (row[n:] == ids["pad"]).all()
             seps = np.flatnonzero(row[:n] == ids["sep"])
@@ -150,7 +152,7 @@ def test_span_corruption_replaces_spans_with_sentinels(stages):
         assert batch["input_ids"].shape[1] == 128 and batch["labels"].shape[1] == span.label_length
         assert torch.equal(batch["decoder_input_ids"][:, 1:], batch["labels"][:, :-1])
         assert (batch["decoder_input_ids"][:, 0] == ids["pad"]).all()
-        for inputs, labels, mask in zip(batch["input_ids"].numpy(), batch["labels"].numpy(), batch["attention_mask"].numpy()):
+        for inputs, labels, mask in zip(*(batch[k].numpy() for k in ("input_ids", "labels", "attention_mask"))):
             inputs = inputs[mask.astype(bool)]
             assert inputs[-1] == ids["eos"] and labels[-1] == ids["eos"]
             in_s, lab_s = np.flatnonzero(np.isin(inputs, sentinels)), np.flatnonzero(np.isin(labels, sentinels))

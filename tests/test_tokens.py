@@ -52,7 +52,8 @@ def token_stage(root: Path, texts: list[str], family: str = "gpt", vocab_size: i
     stage = StageDir(root, "tokenize", family)
     parts = [Path(f["path"]).stem for f in read_manifest(corpus)["files"]]
     for part in parts:
-        tokens.tokenize_part(stage, part, corpus / f"{part}.parquet", tok_stage.path, TokenizeConfig(validation_fraction=validation_fraction))
+        cfg = TokenizeConfig(validation_fraction=validation_fraction)
+        tokens.tokenize_part(stage, part, corpus / f"{part}.parquet", tok_stage.path, cfg)
     stage.finalize(parts, {}, [], len(texts), extra={"tokenizer": described})
     return stage.path
 
@@ -97,7 +98,7 @@ def test_split_follows_a_stable_hash_of_the_id(gpt_stage):
     total = sum(len(v) for v in by_split.values())
     assert 0.05 < len(by_split["validation"]) / total < 0.15
     totals = tokens.split_totals(manifest)
-    assert totals["validation"]["docs"] == len(by_split["validation"]) and totals["train"]["docs"] == len(by_split["train"])
+    assert {s: totals[s]["docs"] for s in tokens.SPLITS} == {s: len(ids) for s, ids in by_split.items()}
     # the hash is of the id alone: another fraction moves documents only from train to validation
     assert {i for i in by_split["validation"] if tokens.split_of(i, 0.2) == "validation"} == by_split["validation"]
 
@@ -161,7 +162,8 @@ def test_a_changed_shard_is_refused_with_rebuild_advice(tmp_path, how):
     for name in (entry["path"], f"parts/{part}.json", MANIFEST):
         (stage / name).unlink()
     corpus, tok_dir = tmp_path / "docs" / "k", tmp_path / "tokenizer" / "gpt"
-    tokens.tokenize_part(StageDir(tmp_path, "tokenize", "gpt"), part, corpus / f"{part}.parquet", tok_dir, TokenizeConfig(validation_fraction=0.1))
+    cfg = TokenizeConfig(validation_fraction=0.1)
+    tokens.tokenize_part(StageDir(tmp_path, "tokenize", "gpt"), part, corpus / f"{part}.parquet", tok_dir, cfg)
     parts = [Path(f["path"]).stem for f in read_manifest(corpus)["files"]]
     StageDir(tmp_path, "tokenize", "gpt").finalize(parts, {}, [], None)
     assert file_sha256(stage / entry["path"]) == entry["sha256"]  # the same bytes again

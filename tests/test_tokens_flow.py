@@ -44,7 +44,8 @@ def test_the_data_flow_ends_in_token_shards_that_rebuild_after_damage(prefect_se
     assert tokenizer["ledger"]["rows_in"] == min(60, corpus["ledger"]["rows_out"])
     assert tokenized["ledger"]["rows_in"] == corpus["ledger"]["rows_out"] == tokenized["ledger"]["rows_out"]
     tok_file = root / "tokenizer" / tokenizer["key"] / "tokenizer.json"
-    assert tokenized["tokenizer"]["sha256"] == file_sha256(tok_file) and tokenized["tokenizer"]["key"] == tokenizer["key"]
+    assert tokenized["tokenizer"]["sha256"] == file_sha256(tok_file)
+    assert tokenized["tokenizer"]["key"] == tokenizer["key"]
     assert split_totals(tokenized)["train"]["tokens"] > 10_000
 
     stage = root / "tokenize" / tokenized["key"]
@@ -57,7 +58,8 @@ def test_the_data_flow_ends_in_token_shards_that_rebuild_after_damage(prefect_se
     with pytest.raises(TokenShardError) as err:
         TokenLoader(stage, clm, 4)
     # the advice, followed: delete the named files, rerun with --refresh-cache (here: the setting)
-    named = [p for p in (shard, stage / "parts" / f"{Path(entry['path']).stem}.json", stage / MANIFEST) if str(p) in str(err.value)]
+    summary = stage / "parts" / f"{Path(entry['path']).stem}.json"
+    named = [p for p in (shard, summary, stage / MANIFEST) if str(p) in str(err.value)]
     assert len(named) == 3
     for path in named:
         path.unlink()

@@ -27,7 +27,9 @@ STATE_FORMAT = 1
 class TokenStream:
     """This rank's documents of one split, epoch after epoch, with EOS-joined packing on top."""
 
-    def __init__(self, shards: list[MappedShard], seed: int, rank: int, world_size: int, epochs: int | None, shuffle: bool):
+    def __init__(
+        self, shards: list[MappedShard], seed: int, rank: int, world_size: int, epochs: int | None, shuffle: bool
+    ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside a world of {world_size}")
         sizes = np.array([len(s) for s in shards])
@@ -60,7 +62,7 @@ class TokenStream:
                 mapped = self.shards[self._file]
                 rows = self._order(self.epoch, self._file)[self.rank :: self.world_size]
                 self._rows = rows.tolist()
-                self._spans = list(zip(mapped.chunk[rows].tolist(), mapped.begin[rows].tolist(), mapped.end[rows].tolist()))
+                self._spans = list(zip(*(a[rows].tolist() for a in (mapped.chunk, mapped.begin, mapped.end))))
                 self._cached = (self.epoch, self.shard)
             if self.row < len(self._rows):
                 return True
@@ -173,7 +175,8 @@ class TokenLoader:
         return {**self._identity(), "position": self.stream.position(), "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
-        mismatched = [f"{k}: saved {state.get(k)!r}, now {v!r}" for k, v in self._identity().items() if state.get(k) != v]
+        identity = self._identity()
+        mismatched = [f"{k}: saved {state.get(k)!r}, now {v!r}" for k, v in identity.items() if state.get(k) != v]
         if mismatched:
             raise ValueError(
                 "this loader state was saved by a different loader, so it cannot resume exactly ("

@@ -51,7 +51,7 @@ def tokenizer_stage(stage: StageDir, corpus_dir: Path, cfg: TokenizerConfig, con
         else:
             texts, sampled = sample_texts(corpus_dir, read_manifest(corpus_dir), cfg.sample_docs, cfg.seed)
             if not sampled:
-                raise toks.TokenizerError(f"{corpus_dir} holds no document to train a tokenizer on; see the data funnel")
+                raise toks.TokenizerError(f"{corpus_dir} holds no document to train a tokenizer on; see the funnel")
             tok = toks.train_tokenizer(texts, cfg, length=sampled)
         toks.save_tokenizer(tok, stage.path, cfg.family)
         writer.add_file(path, sampled)
@@ -93,8 +93,9 @@ def tokenize_part(stage: StageDir, part: str, shard: Path, tokenizer_dir: Path, 
         offsets = np.zeros(len(lengths) + 1, dtype=np.int32)  # a batch holds far fewer than 2**31 tokens
         np.cumsum(lengths, out=offsets[1:])
         values = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=dtype, count=int(offsets[-1]))
-        table = pa.Table.from_arrays([batch.column("id"), pa.ListArray.from_arrays(offsets, values)], schema=schema)
-        split = np.array([split_of(i, cfg.validation_fraction) for i in batch.column("id").to_pylist()])
+        ids = batch.column("id").cast(pa.string())
+        table = pa.Table.from_arrays([ids, pa.ListArray.from_arrays(offsets, values)], schema=schema)
+        split = np.array([split_of(i, cfg.validation_fraction) for i in ids.to_pylist()])
         for s, out in outputs.items():
             keep = (split == s) & (lengths > 0)
             out.write(table.filter(pa.array(keep)), int(lengths[keep].sum()))
@@ -195,7 +196,8 @@ def open_shard(stage_path: Path, entry: dict, verify: str = "sha256") -> MappedS
     if problem:
         raise TokenShardError(_rebuild_advice(stage_path, path, entry, problem))
     if len(shard) != entry["rows"]:
-        raise TokenShardError(_rebuild_advice(stage_path, path, entry, f"holds {len(shard)} rows, the manifest says {entry['rows']}"))
+        problem = f"holds {len(shard)} rows, the manifest says {entry['rows']}"
+        raise TokenShardError(_rebuild_advice(stage_path, path, entry, problem))
     return shard
 
 
