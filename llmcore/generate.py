@@ -54,6 +54,8 @@ def generate(model, input_ids, attention_mask=None, max_new_tokens=32, *, do_sam
              pad_token_id=None, generator: torch.Generator | None = None, use_cache=True) -> torch.Tensor:
     if not isinstance(model, (GPT, EncoderDecoder)):
         raise TypeError(f"generate needs a GPT or EncoderDecoder model, not {type(model).__name__}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     cfg = model.config
     eos = cfg.eos_token_id if eos_token_id is None else eos_token_id
     pad = next((t for t in (pad_token_id, cfg.pad_token_id, eos) if t is not None), 0)
@@ -86,8 +88,9 @@ def generate(model, input_ids, attention_mask=None, max_new_tokens=32, *, do_sam
 def _beam_search(model, input_ids, attention_mask, seq, mask, max_new_tokens, K, eos, pad, length_penalty,
                  early_stopping, use_cache):
     """Keep the K best partial sequences per row by total log-probability; a sequence that ends with EOS
-    becomes a hypothesis scored sum(log p) / length ** length_penalty. A row is done when it has K
-    hypotheses and (unless early_stopping) no running beam can still beat the worst of them."""
+    or reaches max_new_tokens becomes a hypothesis scored sum(log p) / length ** length_penalty. A row is
+    done when it has K hypotheses and (unless early_stopping) its best running beam, at its current
+    length, cannot beat the worst of them. These are transformers' rules: tests compare the outputs."""
     B, prompt_len = seq.shape
     next_logits = _Next(model, input_ids, attention_mask, use_cache, copies=K)
     seq = seq.repeat_interleave(K, 0)
@@ -103,18 +106,16 @@ def _beam_search(model, input_ids, attention_mask, seq, mask, max_new_tokens, K,
         top_scores, top_index = logprobs.view(B, K * V).topk(2 * K)  # 2K: at most K of them end with EOS
         rows, tokens, new_scores = [], [], []
         for b in range(B):
-            beams = []
-            if done[b]:  # keep the batch rectangular: pad, score irrelevant
-                beams = [(b * K, pad, 0.0)] * K
+            beams = [(b * K, pad, 0.0)] * K if done[b] else []  # a done row idles on padding
             for rank, (score, index) in enumerate(zip(top_scores[b].tolist(), top_index[b].tolist())):
                 if len(beams) == K:
                     break
                 row, token = b * K + index // V, index % V
-                if token == eos:
-                    if rank < K:
-                        generated = torch.cat((seq[row, prompt_len:], seq.new_tensor([eos])))
-                        _add(hyps[b], score / step ** length_penalty, generated, K)
-                else:
+                # Of the K best candidates, those ending with EOS or at the length limit are hypotheses.
+                if rank < K and (token == eos or step == max_new_tokens):
+                    generated = torch.cat((seq[row, prompt_len:], seq.new_tensor([token])))
+                    _add(hyps[b], score / step ** length_penalty, generated, K)
+                if token != eos:
                     beams.append((row, token, score))
             if not done[b] and len(hyps[b]) == K:
                 done[b] = early_stopping or hyps[b][-1][0] >= beams[0][2] / step ** length_penalty
@@ -128,11 +129,6 @@ def _beam_search(model, input_ids, attention_mask, seq, mask, max_new_tokens, K,
         next_logits.reorder(rows)
         if all(done):
             break
-    for b in range(B):
-        if not done[b]:  # out of length: running beams compete with the finished hypotheses
-            for k in range(K):
-                _add(hyps[b], scores[b * K + k].item() / (seq.shape[1] - prompt_len) ** length_penalty,
-                     seq[b * K + k, prompt_len:], K)
     best = [hyps[b][0][1] for b in range(B)]
     width = max(len(h) for h in best)
     prompts = seq[::K, :prompt_len]

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from llmcore.model import Transformer, TransformerConfig, build_model
+from llmcore.model.config import SPECIAL_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ def config_from_hf(hf: dict) -> TransformerConfig:
     family = _FAMILY.get(hf.get("model_type"))
     if family is None:
         raise ValueError(f"unsupported transformers model_type {hf.get('model_type')!r}; expected {sorted(_FAMILY)}")
+    specials = {k: hf[k] for k in SPECIAL_TOKENS if hf.get(k) is not None}  # else the family's defaults
     if family == "gpt":
         d = hf.get("n_embd", 768)
         if not hf.get("scale_attn_weights", True) or hf.get("scale_attn_by_inverse_layer_idx", False):
@@ -44,8 +46,7 @@ def config_from_hf(hf: dict) -> TransformerConfig:
             family="gpt", vocab_size=hf.get("vocab_size", 50257), d_model=d, n_heads=hf.get("n_head", 12),
             n_layers=hf.get("n_layer", 12), d_ff=hf.get("n_inner") or 4 * d, max_seq_len=hf.get("n_positions", 1024),
             dropout=hf.get("resid_pdrop", 0.1), norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-            activation=_ACT_FROM_HF[hf.get("activation_function", "gelu_new")],
-            bos_token_id=hf.get("bos_token_id"), eos_token_id=hf.get("eos_token_id"), pad_token_id=hf.get("pad_token_id"))
+            activation=_ACT_FROM_HF[hf.get("activation_function", "gelu_new")], **specials)
     if family == "bert":
         if hf.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError("only BERT with absolute position embeddings is supported")
@@ -55,8 +56,11 @@ def config_from_hf(hf: dict) -> TransformerConfig:
             d_ff=hf.get("intermediate_size", 3072), max_seq_len=hf.get("max_position_embeddings", 512),
             dropout=hf.get("hidden_dropout_prob", 0.1), norm_eps=hf.get("layer_norm_eps", 1e-12),
             activation=_ACT_FROM_HF[hf.get("hidden_act", "gelu")], type_vocab_size=hf.get("type_vocab_size", 2),
-            pad_token_id=hf.get("pad_token_id", 0))
-    tied = hf.get("tie_word_embeddings", True)  # T5 v1.1 / Flan-T5 untie the head and do not rescale
+            **specials)
+    # Original T5 ties the head and rescales its input; T5 v1.1 / Flan-T5 configs say tie_word_embeddings=False,
+    # meaning an untied head (transformers 4) or a tied one without rescaling (transformers 5, which saves
+    # scale_decoder_outputs). Untied T5 models do not survive transformers 5, which always ties.
+    tied = hf.get("tie_word_embeddings", True)
     return TransformerConfig(
         family="t5", vocab_size=hf.get("vocab_size", 32128), d_model=hf.get("d_model", 512),
         d_head=hf.get("d_kv", 64), d_ff=hf.get("d_ff", 2048), n_heads=hf.get("num_heads", 8),
@@ -65,8 +69,7 @@ def config_from_hf(hf: dict) -> TransformerConfig:
         relative_max_distance=hf.get("relative_attention_max_distance", 128),
         dropout=hf.get("dropout_rate", 0.1), norm_eps=hf.get("layer_norm_epsilon", 1e-6),
         activation=_ACT_FROM_HF[hf.get("feed_forward_proj", "relu")], tie_embeddings=tied,
-        scale_decoder_outputs=tied, pad_token_id=hf.get("pad_token_id", 0), eos_token_id=hf.get("eos_token_id", 1),
-        decoder_start_token_id=hf.get("decoder_start_token_id", 0))
+        scale_decoder_outputs=hf.get("scale_decoder_outputs", tied), **specials)
 
 
 def config_to_hf(cfg: TransformerConfig) -> dict:
@@ -75,8 +78,7 @@ def config_to_hf(cfg: TransformerConfig) -> dict:
         raise ValueError(f"family {cfg.family!r} has no transformers equivalent; exportable: {sorted(_ARCH)}")
     model_type, arch = _ARCH[cfg.family]
     act = _ACT_TO_HF[cfg.activation]
-    specials = {k: v for k, v in (("pad_token_id", cfg.pad_token_id), ("bos_token_id", cfg.bos_token_id),
-                                  ("eos_token_id", cfg.eos_token_id)) if v is not None}
+    specials = {k: getattr(cfg, k) for k in SPECIAL_TOKENS if getattr(cfg, k) is not None}
     if cfg.family == "gpt":
         hf = dict(vocab_size=cfg.vocab_size, n_embd=cfg.d_model, n_head=cfg.n_heads, n_layer=cfg.n_layers,
                   n_inner=cfg.d_ff, n_positions=cfg.max_seq_len, activation_function=act,
@@ -94,7 +96,7 @@ def config_to_hf(cfg: TransformerConfig) -> dict:
                   relative_attention_num_buckets=cfg.relative_buckets,
                   relative_attention_max_distance=cfg.relative_max_distance, dropout_rate=cfg.dropout,
                   layer_norm_epsilon=cfg.norm_eps, feed_forward_proj=act, tie_word_embeddings=cfg.tie_embeddings,
-                  is_encoder_decoder=True, decoder_start_token_id=cfg.decoder_start_token_id)
+                  scale_decoder_outputs=cfg.scale_decoder_outputs, is_encoder_decoder=True)
     hf = {"model_type": model_type, "architectures": [arch]} | hf | specials
     # Whatever the transformers config cannot express must already hold its GPT-2 / BERT / T5 value.
     back = config_from_hf(hf)

@@ -11,10 +11,15 @@ from .families import Transformer, build_model
 
 
 def save(model: Transformer, directory: str | Path) -> Path:
+    return save_state(model.config, model.state_dict(), directory)
+
+
+def save_state(config: TransformerConfig, state: dict[str, torch.Tensor], directory: str | Path) -> Path:
+    """`save` for a state dict gathered elsewhere (a sharded model's full state, on one rank)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model.config.save(directory / "config.json")
-    state = {name: t.detach().contiguous() for name, t in model.state_dict().items()}
+    config.save(directory / "config.json")
+    state = {name: t.detach().contiguous() for name, t in state.items()}
     save_file(state, directory / "model.safetensors", metadata={"format": "pt"})
     return directory
 

@@ -1,0 +1,49 @@
+import math
+
+import torch
+from torch.testing import assert_close
+
+from llmcore.model import IGNORE, TransformerConfig, build_model, causal_lm_loss, cross_entropy, seq2seq_loss
+
+
+def test_causal_lm_loss_scores_position_t_on_token_t_plus_1_and_skips_ignored():
+    logits = torch.randn(2, 5, 7)
+    labels = torch.randint(7, (2, 5))
+    labels[1, 3] = IGNORE
+    expected = [-logits[b, t].log_softmax(-1)[labels[b, t + 1]] for b in range(2) for t in range(4)
+                if labels[b, t + 1] != IGNORE]
+    assert_close(causal_lm_loss(logits, labels), torch.stack(expected).mean())
+    changed = logits.clone()
+    changed[1, 2] += 100 * torch.randn(7)  # predicts the ignored label
+    changed[:, -1] += 100 * torch.randn(7)  # the last position predicts nothing
+    assert_close(causal_lm_loss(changed, labels), causal_lm_loss(logits, labels))
+
+
+def test_label_smoothing_mixes_in_the_uniform_distribution():
+    logits, labels = torch.randn(3, 4, 11), torch.randint(11, (3, 4))
+    labels[0, 0] = IGNORE
+    eps, keep = 0.1, labels != IGNORE
+    logp = logits.log_softmax(-1)[keep]
+    nll = -logp.gather(-1, labels[keep][:, None]).squeeze(-1)
+    expected = ((1 - eps) * nll - eps * logp.mean(-1)).mean()
+    assert_close(seq2seq_loss(logits, labels, label_smoothing=eps), expected)
+    assert_close(cross_entropy(torch.zeros(2, 11), torch.tensor([3, 4])), torch.tensor(math.log(11)))
+
+
+def test_bert_loss_is_mlm_plus_nsp():
+    model = build_model(TransformerConfig(family="bert", vocab_size=40, d_model=32, n_heads=4, n_layers=1))
+    ids = torch.randint(4, 40, (2, 8))
+    labels = torch.full_like(ids, IGNORE)
+    labels[:, 2] = ids[:, 2]
+    nsp = torch.tensor([0, 1])
+    out = model(ids, labels=labels, next_sentence_label=nsp)
+    assert_close(out.loss, cross_entropy(out.logits, labels) + cross_entropy(out.nsp_logits, nsp))
+
+
+def test_encoder_decoder_teacher_forcing_shifts_labels_right():
+    model = build_model(TransformerConfig(family="t5", vocab_size=40, d_model=32, n_heads=4, n_layers=1, dropout=0.0))
+    labels = torch.tensor([[5, 6, 7, IGNORE], [8, 9, IGNORE, IGNORE]])
+    assert model.shift_right(labels).tolist() == [[0, 5, 6, 7], [0, 8, 9, 0]]  # start = pad = 0 in T5
+    src = torch.randint(4, 40, (2, 6))
+    assert_close(model(src, labels=labels).loss,
+                 model(src, decoder_input_ids=model.shift_right(labels), labels=labels).loss)
