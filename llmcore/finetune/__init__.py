@@ -1,0 +1,1 @@
+"""Fine-tuning tasks: data formats (`formats`) and trivial baselines (`baselines`)."""
