@@ -18,7 +18,8 @@ def one_thread():
 
 def test_family_defaults_and_overrides():
     t5 = TransformerConfig(family="t5", vocab_size=100, d_model=32, n_heads=4)
-    assert (t5.positions, t5.norm, t5.prenorm, t5.bias, t5.scale_attention) == ("relative", "rmsnorm", True, False, False)
+    assert (t5.positions, t5.norm, t5.prenorm, t5.bias) == ("relative", "rmsnorm", True, False)
+    assert not t5.scale_attention and t5.scale_decoder_outputs
     assert t5.d_head == 8 and t5.d_ff == 128 and t5.n_decoder_layers == t5.n_layers
     llama_like = TransformerConfig(family="gpt", vocab_size=100, d_model=32, n_heads=4, positions="rotary",
                                    norm="rmsnorm", activation="swiglu", bias=False)

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TransformerConfig
+from .linear import Linear
 from .positions import apply_rotary
 
 
@@ -42,11 +43,11 @@ class Attention(nn.Module):
         self.cross, self.n_heads, self.d_head = cross, cfg.n_heads, cfg.d_head
         inner = cfg.n_heads * cfg.d_head
         if cross:
-            self.q = nn.Linear(cfg.d_model, inner, bias=cfg.bias)
-            self.kv = nn.Linear(cfg.d_model, 2 * inner, bias=cfg.bias)
+            self.q = Linear(cfg.d_model, inner, bias=cfg.bias)
+            self.kv = Linear(cfg.d_model, 2 * inner, bias=cfg.bias)
         else:
-            self.qkv = nn.Linear(cfg.d_model, 3 * inner, bias=cfg.bias)
-        self.proj = nn.Linear(inner, cfg.d_model, bias=cfg.bias)
+            self.qkv = Linear(cfg.d_model, 3 * inner, bias=cfg.bias)
+        self.proj = Linear(inner, cfg.d_model, bias=cfg.bias)
         self.scale = None if cfg.scale_attention else 1.0  # None: SDPA's 1 / sqrt(d_head)
         self.dropout = cfg.dropout
 

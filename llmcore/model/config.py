@@ -13,7 +13,8 @@ FAMILIES = {
     # GPT-2 (Radford et al. 2019): decoder only, learned positions, pre-norm, tanh-GELU.
     "gpt": _BASE,
     # BERT (Devlin et al. 2019): encoder only, learned positions and segments, post-norm, exact GELU.
-    "bert": _BASE | dict(prenorm=False, norm_embeddings=True, activation="gelu", norm_eps=1e-12, type_vocab_size=2, pad_token_id=0),
+    "bert": _BASE | dict(prenorm=False, norm_embeddings=True, activation="gelu", norm_eps=1e-12, type_vocab_size=2,
+                         pad_token_id=0),
     # T5 (Raffel et al. 2020): relative position bias, RMSNorm without bias, unscaled dot products,
     # decoder output scaled by d_model^-0.5 before the tied LM head.
     "t5": _BASE | dict(positions="relative", norm="rmsnorm", activation="relu", bias=False, norm_eps=1e-6,

@@ -5,12 +5,12 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .attention import KVCache
 from .config import TransformerConfig
 from .layers import ACTIVATIONS, Stack, norm
+from .linear import Linear, linear
 from .losses import causal_lm_loss, masked_lm_loss, nsp_loss, seq2seq_loss
 from .positions import RelativePositionBias
 
@@ -30,7 +30,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head = None if cfg.tie_embeddings else Linear(cfg.d_model, cfg.vocab_size, bias=False)
 
     def init_weights(self):
         """GPT-2's init: N(0, 0.02), and residual output projections scaled by 1 / sqrt(2 * n_layers)."""
@@ -47,7 +47,7 @@ class Transformer(nn.Module):
     def logits(self, h: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         if self.config.scale_decoder_outputs:
             h = h * self.config.d_model ** -0.5
-        return F.linear(h, self.tok_emb.weight if self.lm_head is None else self.lm_head.weight, bias)
+        return linear(h, self.tok_emb.weight if self.lm_head is None else self.lm_head.weight, bias)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -73,7 +73,7 @@ class MLMHead(nn.Module):
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        self.dense, self.act, self.ln = nn.Linear(cfg.d_model, cfg.d_model), ACTIVATIONS[cfg.activation], norm(cfg)
+        self.dense, self.act, self.ln = Linear(cfg.d_model, cfg.d_model), ACTIVATIONS[cfg.activation], norm(cfg)
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -88,8 +88,8 @@ class BERT(Transformer):
         super().__init__(cfg)
         self.encoder = Stack(cfg, cfg.n_layers, causal=False)
         self.mlm = MLMHead(cfg)
-        self.pooler = nn.Linear(cfg.d_model, cfg.d_model)
-        self.nsp = nn.Linear(cfg.d_model, 2)
+        self.pooler = Linear(cfg.d_model, cfg.d_model)
+        self.nsp = Linear(cfg.d_model, 2)
         self.init_weights()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,

@@ -9,6 +9,7 @@ from torch import nn
 
 from .attention import Attention, KVCache
 from .config import TransformerConfig
+from .linear import Linear
 from .positions import RelativePositionBias, Rotary, sinusoids
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "gelu_tanh": partial(F.gelu, approximate="tanh"),
@@ -30,8 +31,8 @@ class MLP(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.act, self.gated = ACTIVATIONS[cfg.activation], cfg.activation in GATED
-        self.fc = nn.Linear(cfg.d_model, cfg.d_ff * (2 if self.gated else 1), bias=cfg.bias)
-        self.proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
+        self.fc = Linear(cfg.d_model, cfg.d_ff * (2 if self.gated else 1), bias=cfg.bias)
+        self.proj = Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc(x)
