@@ -17,7 +17,7 @@ from typing import Iterable
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from llmcore.config import TokenizerConfig
+from llmcore.config import ConfigError, TokenizerConfig
 from llmcore.manifest import atomic_write, atomic_write_json, file_sha256
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -32,8 +32,8 @@ SPECIALS: dict[str, dict[str, str]] = {
 }
 
 
-class TokenizerError(ValueError):
-    """A tokenizer file that cannot serve the configured model family."""
+class TokenizerError(ConfigError):
+    """No tokenizer can be had as configured: a file of another family, or no text to train on."""
 
 
 def sentinel_tokens() -> list[str]:

@@ -49,9 +49,14 @@ def tokenizer_stage(stage: StageDir, corpus_dir: Path, cfg: TokenizerConfig, con
         if cfg.path:
             tok, sampled = toks.load_tokenizer(cfg.path, cfg.family), 0
         else:
-            texts, sampled = sample_texts(corpus_dir, read_manifest(corpus_dir), cfg.sample_docs, cfg.seed)
+            corpus = read_manifest(corpus_dir)
+            texts, sampled = sample_texts(corpus_dir, corpus, cfg.sample_docs, cfg.seed)
             if not sampled:
-                raise toks.TokenizerError(f"{corpus_dir} holds no document to train a tokenizer on; see the funnel")
+                ledger = corpus["ledger"]
+                raise toks.TokenizerError(
+                    f"no document to train a tokenizer on: the {corpus['stage']} stage ({corpus_dir}) kept none of "
+                    f"its {ledger['rows_in']} (dropped: {ledger['dropped'] or 'none'}); check the inputs and filters"
+                )
             tok = toks.train_tokenizer(texts, cfg, length=sampled)
         toks.save_tokenizer(tok, stage.path, cfg.family)
         writer.add_file(path, sampled)
