@@ -1,0 +1,1 @@
+"""Data augmentation: EDA-style edits (`eda`); back-translation comes with the fine-tune flows."""
