@@ -90,7 +90,7 @@ class DedupConfig(Section):
     """Exact duplicates (normalized text), then near duplicates: MinHash + LSH, union-find clusters."""
 
     ngram: int = Field(5, gt=0, description="words per shingle")
-    num_perm: int = Field(128, ge=8, le=1024, description="MinHash permutations (signature length)")
+    num_perm: int = Field(256, ge=8, le=1024, description="MinHash permutations; 256 estimates Jaccard within ~0.02")
     seed: int = Field(1, description="seed of the MinHash permutations (datasketch's default: 1)")
     threshold: float = Field(0.8, gt=0.0, lt=1.0, description="estimated Jaccard from which documents are near duplicates")
     recall_weight: Fraction = Field(
@@ -139,9 +139,114 @@ class DataConfig(Section):
     runner: RunnerConfig = RunnerConfig()
 
 
+class ModelConfig(Section):
+    """The network to pretrain: one llmcore TransformerConfig family; the vocabulary comes from the tokenizer."""
+
+    family: Literal["gpt", "bert", "t5"] = Field(
+        "gpt", description="gpt: causal LM; bert: MLM + next sentence prediction; t5: span corruption (encoder-decoder)"
+    )
+    d_model: int = Field(128, gt=0)
+    n_heads: int = Field(4, gt=0)
+    n_layers: int = Field(2, gt=0, description="layers (the encoder's in t5)")
+    n_decoder_layers: int | None = Field(None, gt=0, description="t5 decoder layers; default n_layers")
+    d_ff: int | None = Field(None, gt=0, description="feed-forward width; default 4 * d_model")
+    max_seq_len: int | None = Field(None, gt=0, description="position table size; default pretrain.block_size")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    positions: Literal["learned", "sinusoidal", "rotary", "relative"] | None = Field(None, description="default: the family's")
+    activation: Literal["relu", "gelu", "gelu_tanh", "swiglu", "geglu"] | None = Field(None, description="default: the family's")
+    vocab_size: int | None = Field(
+        None, gt=0, description="default: the tokenizer's; larger pads the embedding (GPUs like multiples of 64), smaller is refused"
+    )
+
+
+class EarlyStoppingConfig(Section):
+    metric: str = Field("val_loss", description="an evaluation metric: val_loss or val_ppl")
+    mode: Literal["min", "max"] = "min"
+    patience: int | None = Field(None, ge=1, description="evaluations without improvement before stopping; null: never stop early")
+    min_delta: float = Field(0.0, ge=0.0, description="an improvement smaller than this does not count")
+
+
+class DistributedConfig(Section):
+    """More than one process in all: the pretrain task launches torchrun (DDP, or FSDP2 on GPUs)."""
+
+    nproc_per_node: int = Field(1, ge=1, description="processes on this node (one per GPU)")
+    nnodes: int = Field(1, ge=1)
+    node_rank: int = Field(0, ge=0)
+    rdzv_endpoint: str = Field("127.0.0.1:29500", description="host:port of node 0, reachable by every node")
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="fsdp: FSDP2 fully_shard of every layer")
+    backend: Literal["auto", "nccl", "gloo"] = Field("auto", description="auto: nccl on GPUs, gloo on CPUs")
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+
+class TrainConfig(Section):
+    """The training loop, shared by pretraining and fine-tuning (llmcore.train)."""
+
+    max_steps: int = Field(150, gt=0, description="optimizer steps")
+    batch_size: int = Field(8, gt=0, description="examples per process and micro-step")
+    grad_accum: int = Field(1, gt=0, description="micro-steps per optimizer step")
+    lr: float = Field(2e-3, ge=0.0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = Field(15, ge=0)
+    min_lr_ratio: Fraction = Field(0.1, description="the decayed learning rate's floor, as a share of lr")
+    weight_decay: float = Field(0.1, ge=0.0)
+    no_decay: list[Literal["norm", "bias", "embedding"]] = Field(
+        ["norm", "bias", "embedding"], description="parameter kinds that AdamW does not decay"
+    )
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(1e-8, gt=0.0)
+    grad_clip: float | None = Field(1.0, gt=0.0, description="max global gradient norm; null: no clipping")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 autocast on GPUs and on CPUs with native bf16, fp32 otherwise"
+    )
+    compile: bool = Field(False, description="torch.compile the model")
+    activation_checkpointing: bool = Field(False, description="recompute each layer in the backward pass to save memory")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    eval_every: int = Field(50, gt=0, description="steps between evaluations on the validation split")
+    eval_batches: int = Field(10, gt=0, description="validation batches per evaluation (per process)")
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    checkpoint_every: int = Field(50, gt=0)
+    keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept (the best one is kept too)")
+    save_best: bool = Field(True, description="checkpoint every evaluation that improves the early-stopping metric")
+    log_every: int = Field(10, gt=0)
+    seed: int = 0
+    deterministic: bool = Field(False, description="deterministic kernels (bit-identical resume on CPU)")
+    peak_tflops: float | None = Field(None, gt=0.0, description="per-device peak for MFU; default: known GPUs, estimated CPUs")
+    distributed: DistributedConfig = DistributedConfig()
+
+
+class PretrainConfig(Section):
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    block_size: int = Field(128, ge=8, description="tokens per example (t5: encoder tokens)")
+    objective: Literal["auto", "clm", "mlm", "nsp", "span"] = Field(
+        "auto", description="auto: clm for gpt, nsp (MLM + NSP) for bert, span corruption for t5"
+    )
+
+    @model_validator(mode="after")
+    def _check_objective(self) -> PretrainConfig:
+        allowed = {"gpt": ("clm",), "bert": ("mlm", "nsp"), "t5": ("span",)}[self.model.family]
+        if self.objective != "auto" and self.objective not in allowed:
+            raise ValueError(f"objective {self.objective!r} does not train a {self.model.family} model; use one of {list(allowed)} or auto")
+        return self
+
+
 class PipelineConfig(Section):
     name: str = "llmpipe"
     data: DataConfig
+    pretrain: PretrainConfig = PretrainConfig()
+
+    @model_validator(mode="after")
+    def _check_families(self) -> PipelineConfig:
+        model, tokenizer = self.pretrain.model.family, self.data.tokenizer.family
+        if model != tokenizer:
+            raise ValueError(
+                f"pretrain.model.family is {model!r} but data.tokenizer.family is {tokenizer!r}: "
+                "a model trains on its own family's tokenizer; set both to the same family"
+            )
+        return self
 
 
 class ConfigError(Exception):
