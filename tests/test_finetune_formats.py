@@ -80,15 +80,17 @@ def test_seq2seq_example_and_batch(data):
     tok = word_tokenizer("the file is missing die Datei fehlt".split())
     F.add_task_tokens(tok, [pair])
     enc = F.Encoder(tok, eos_id=2, max_source_length=4, max_target_length=3)
-    ids = lambda s: [tok.token_to_id(w) for w in s.split()]  # noqa: E731
+
+    def ids(text):
+        return [tok.token_to_id(w) for w in text.split()]
+
     ex = enc.seq2seq(pair)
     assert ex == {"input_ids": ids("<2de> the file") + [2], "labels": ids("die Datei") + [2]}  # right-truncated
-    short = F.Encoder(tok, eos_id=2).seq2seq(pair)
     batch = F.collate_seq2seq([ex, {"input_ids": ex["input_ids"][:2], "labels": [2]}], pad_id=1)
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
     assert batch["labels"].tolist() == [ex["labels"], [2, IGNORE, IGNORE]]
     assert batch["decoder_input_ids"].tolist() == [[1, *ex["labels"][:2]], [1, 2, 1]]
-    assert short["input_ids"] == ids("<2de> the file is missing") + [2]
+    assert F.Encoder(tok, eos_id=2).seq2seq(pair)["input_ids"] == ids("<2de> the file is missing") + [2]
 
 
 def test_dialogue_context_loses_its_oldest_tokens(data):

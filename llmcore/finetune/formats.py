@@ -38,7 +38,6 @@ from tokenizers import Tokenizer
 
 from llmcore.objectives import IGNORE, _pad, _tensor, pad_seq2seq
 
-TASKS = ("translation", "summarization", "dialogue")
 SPLITS = ("train", "validation", "test")
 SUMMARIZE, SEP = "<summarize>", "<sep>"
 
@@ -61,7 +60,7 @@ class Example:
     task: str
     source: str  # translation: the source sentence; summarization: the document; dialogue: ""
     target: str
-    where: str  # "file:line", for error messages and ids
+    where: str  # "file:line" it was read from
     key: str  # what the split hashes: duplicates and both directions of a pair share a split
     src_lang: str = ""
     tgt_lang: str = ""
@@ -70,6 +69,7 @@ class Example:
 
     @property
     def id(self) -> str:
+        """A stable content hash: names the example in prediction files and its augmented copies."""
         return _digest(json.dumps([self.task, self.src_lang, self.source, self.context, self.target]))
 
 
@@ -187,8 +187,8 @@ def add_task_tokens(tok: Tokenizer, examples: Iterable[Example]) -> int:
 
 @dataclass(frozen=True)
 class Encoder:
-    """Tokenizes rendered examples under a length budget. eos_id ends every target (and, for T5-style
-    encoders, the source when `source_eos`); sep_id is the <sep> token of decoder-only prompts."""
+    """Tokenizes rendered examples under a length budget. eos_id ends every target and, when
+    `source_eos` (T5's habit), every encoder source; decoder-only prompts end in the tokenizer's <sep>."""
 
     tok: Tokenizer
     eos_id: int
@@ -224,7 +224,8 @@ class Encoder:
         return self.source_ids(example, self.max_source_length - 1) + [sep]
 
     def causal(self, example: Example) -> dict[str, list[int]]:
-        """Decoder-only: {input_ids: prompt + target, labels: -100 on the prompt, the target ids after}."""
+        """Decoder-only: {input_ids: prompt + target, labels: -100 on the prompt, the target ids after};
+        at most max_source_length + max_target_length tokens."""
         prompt, target = self.prompt_ids(example), self.target_ids(example)
         return {"input_ids": prompt + target, "labels": [IGNORE] * len(prompt) + target}
 
