@@ -238,7 +238,7 @@ def test_exact_and_near_duplicates_name_their_representative(tmp_path, english):
         "quarantined": 0,
     }
     assert summary["clusters"] == 2 and summary["largest_clusters"][0] == {"representative": "doc-07", "size": 3}
-    assert summary["lsh"]["bands"] * summary["lsh"]["rows"] <= 128
+    assert summary["lsh"]["bands"] * summary["lsh"]["rows"] <= summary["lsh"]["num_perm"]
 
 
 def test_keep_longest_keeps_the_longest_text(tmp_path, english):

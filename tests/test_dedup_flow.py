@@ -95,7 +95,7 @@ def test_crash_in_clustering_reuses_signatures_and_a_finished_stage_is_cached(
     assert ledger["rows_in"] == 30 == ledger["rows_out"] + sum(ledger["dropped"].values()) + ledger["quarantined"]
     assert ledger["dropped"] == {"exact_duplicate": 3, "near_duplicate": 3}
     lsh = manifest["dedup"]["lsh"]  # the clustering summary travels in the manifest
-    assert lsh["bands"] * lsh["rows"] <= lsh["num_perm"] == 128 and manifest["dedup"]["clusters"] == 6
+    assert lsh["bands"] * lsh["rows"] <= lsh["num_perm"] == 256 and manifest["dedup"]["clusters"] == 6
     stage = Path(dedup_manifest(paths)).parent
     kept = {r["id"] for f in manifest["files"] for r in pq.read_table(stage / f["path"], columns=["id"]).to_pylist()}
     for f in manifest["rejected"]:

@@ -31,13 +31,16 @@ class Grouper:
     def add(self, k1: np.ndarray, k2: np.ndarray, docs: np.ndarray) -> None:
         records = np.empty(len(docs), dtype=RECORD)
         records["k1"], records["k2"], records["doc"] = k1, k2, docs
-        part = records["k1"] % np.uint64(self.partitions)
-        order = np.argsort(part, kind="stable")
-        bounds = np.searchsorted(part[order], np.arange(self.partitions + 1))
+        if self.partitions > 1:
+            part = (records["k1"] % np.uint64(self.partitions)).astype(np.uint32)
+            records = records[np.argsort(part, kind="stable")]
+            bounds = np.searchsorted(np.sort(part), np.arange(self.partitions + 1))
+        else:
+            bounds = np.array([0, len(records)])
         for p in range(self.partitions):
             if bounds[p] < bounds[p + 1]:
                 with self._path(p).open("ab") as fh:
-                    records[order[bounds[p] : bounds[p + 1]]].tofile(fh)
+                    records[bounds[p] : bounds[p + 1]].tofile(fh)
 
     def groups(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Per partition: (members, starts), the documents of every group of two or more, each
@@ -49,6 +52,13 @@ class Grouper:
                 continue
             records = np.fromfile(path, dtype=RECORD)
             path.unlink()
+            # Most keys occur once: sort by k1 alone, then fully sort only the records whose k1 repeats.
+            order = np.argsort(np.ascontiguousarray(records["k1"]))
+            k1 = records["k1"][order]
+            repeated = np.zeros(len(k1), dtype=bool)
+            repeated[1:] = k1[1:] == k1[:-1]
+            repeated[:-1] |= repeated[1:]
+            records = records[order[repeated]]
             records = records[np.lexsort((records["doc"], records["k2"], records["k1"]))]
             new = np.ones(len(records), dtype=bool)
             new[1:] = (records["k1"][1:] != records["k1"][:-1]) | (records["k2"][1:] != records["k2"][:-1])
