@@ -5,7 +5,9 @@ each document was taken, not from a detector), in the same run. Ours is the lang
 unit of work (Parquet shard in, kept / rejected shards out) with its default settings; the anchor
 is `langdetect.detect_langs` called once per document, with the same fixed seed.
 
-    python benchmarks/langid.py [--docs N] [--prefix-chars 500]
+    python -P benchmarks/langid.py [--docs N] [--prefix-chars 500]
+
+(-P: keep this folder off sys.path, where tokenize.py would shadow the standard library's.)
 
 The last line is one JSON object.
 """
