@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 
 import numpy as np
-from langdetect import DetectorFactory, detector_factory
+from langdetect import detector_factory
 from langdetect.detector import Detector
 from langdetect.detector_factory import init_factory
 from langdetect.lang_detect_exception import ErrorCode, LangDetectException
@@ -26,9 +27,17 @@ UNKNOWN = "und"
 CHUNK = 64  # documents per job sent to a worker: large enough to amortise the IPC
 
 
-@lru_cache(maxsize=1)
+_LOAD_LOCK = threading.Lock()  # langdetect's init_factory publishes its factory before filling it
+
+
 def _profiles() -> tuple[dict[str, int], np.ndarray]:
     """Row index of each profile n-gram, and the (n-grams x languages) probability matrix."""
+    with _LOAD_LOCK:
+        return _load_profiles()
+
+
+@lru_cache(maxsize=1)
+def _load_profiles() -> tuple[dict[str, int], np.ndarray]:
     init_factory()
     word_probs = detector_factory._factory.word_lang_prob_map
     return {w: i for i, w in enumerate(word_probs)}, np.array(list(word_probs.values()), dtype=np.float64)
@@ -106,14 +115,11 @@ class _Detector(Detector):
         self.langprob = total.tolist()
 
 
-def _init(seed: int) -> None:
-    DetectorFactory.seed = seed
-    _profiles()  # loads the 55 language profiles once per process
-
-
-def detect_one(text: str) -> tuple[str, float]:
+def detect_one(text: str, seed: int = 0) -> tuple[str, float]:
     """(language, probability) of the most likely language; (`und`, 0.0) for text without letters."""
+    _profiles()  # loads the 55 language profiles, once per process
     detector = _Detector(detector_factory._factory)
+    detector.seed = seed
     detector.append(text)
     try:
         best = detector.get_probabilities()[0]
@@ -122,15 +128,15 @@ def detect_one(text: str) -> tuple[str, float]:
     return best.lang, round(best.prob, 6)
 
 
-def _detect_chunk(texts: list[str]) -> list[tuple[str, float]]:
-    return [detect_one(t) for t in texts]
+def _detect_chunk(texts: list[str], seed: int) -> list[tuple[str, float]]:
+    return [detect_one(t, seed) for t in texts]
 
 
 @lru_cache(maxsize=4)
-def _pool(workers: int, seed: int) -> ProcessPoolExecutor:
+def _pool(workers: int) -> ProcessPoolExecutor:
     # forkserver: forking a process that runs Prefect's threads could copy a held lock
     ctx = multiprocessing.get_context("forkserver")
-    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(seed,))
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_profiles)
 
 
 def detect_languages(texts: list[str], prefix_chars: int, seed: int = 0, workers: int = 0) -> list[tuple[str, float]]:
@@ -138,7 +144,7 @@ def detect_languages(texts: list[str], prefix_chars: int, seed: int = 0, workers
     prefixes = [t[:prefix_chars] for t in texts]
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(prefixes) <= CHUNK:
-        _init(seed)
-        return _detect_chunk(prefixes)
+        return _detect_chunk(prefixes, seed)
     chunks = [prefixes[i : i + CHUNK] for i in range(0, len(prefixes), CHUNK)]
-    return [result for chunk in _pool(workers, seed).map(_detect_chunk, chunks) for result in chunk]
+    results = _pool(workers).map(_detect_chunk, chunks, [seed] * len(chunks))
+    return [result for chunk in results for result in chunk]
