@@ -20,12 +20,21 @@ def prefect_server(tmp_path_factory):
         yield
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """When a selected test needs the live server, start it now: it boots while the other tests run."""
+    if not config.option.collectonly and any("live_server" in item.fixturenames for item in items):
+        from live_prefect import boot
+
+        boot()
+
+
 @pytest.fixture(scope="session")
-def live_server(tmp_path_factory):
+def live_server():
     """A `prefect server start` process (SQLite in a temp PREFECT_HOME, a free loopback port), UI included."""
     from live_prefect import live_server
 
-    with live_server(tmp_path_factory.mktemp("prefect-home")) as server:
+    with live_server() as server:
         yield server
 
 

@@ -6,11 +6,14 @@ PREFECT_HOME, a free loopback port, the UI told where its API is (DESIGN.md §4)
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,12 +76,14 @@ class LiveServer:
         raise TimeoutError(f"prefect server not healthy after {timeout}s:\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)  # the server and the uvicorn process it started
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the server and the uvicorn process it started
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        shutil.rmtree(self.home, ignore_errors=True)
 
     def cli(self, *args: str, extra_env: dict | None = None, timeout: float = 300) -> str:
         """Run `prefect ARGS` from the repository root against this server; its output."""
@@ -101,9 +106,19 @@ class LiveServer:
             yield
 
 
+_booted: LiveServer | None = None
+
+
+def boot() -> None:
+    """Start the server now, to boot (about a minute on a busy machine) while other tests run."""
+    global _booted
+    _booted = LiveServer(Path(tempfile.mkdtemp(prefix="prefect-home-")))
+    atexit.register(_booted.stop)  # also when no test gets to use it
+
+
 @contextmanager
-def live_server(home: Path) -> Iterator[LiveServer]:
-    server = LiveServer(home)
+def live_server() -> Iterator[LiveServer]:
+    server = _booted or LiveServer(Path(tempfile.mkdtemp(prefix="prefect-home-")))
     try:
         server.wait_healthy()
         yield server
@@ -134,6 +149,7 @@ def deploy(server: LiveServer, tmp: Path) -> Deployed:
     config.write_text(  # relative source path: resolved against this file at deploy time
         "name: deployed\ndata:\n  ingest:\n    sources: [{name: sample, format: jsonl, path: corpus}]\n    shard_rows: 40\n"
         "  language: {allowed: [en, de, fr, es], workers: 1}\n"
+        "  runner: {workers: 1}\n"  # one part at a time: the lightest load, and langdetect's first load is not thread-safe
     )
     data_root = tmp / "shared"
     server.cli("work-pool", "create", POOL, "--type", "process")

@@ -102,7 +102,8 @@ def test_retry_of_a_failed_deployment_run_reruns_only_the_failed_stages(deployed
     server.run_worker_once(extra_env={FAIL_ENV: FAILING})
     assert wait_final(server, run_id).state.is_failed()
     first = stage_task_runs(server, run_id)
-    assert {r.state.name for r in first if stage_of(r) == FAILING} == {"Failed"}
+    failing = {r.state.name for r in first if stage_of(r) == FAILING}
+    assert "Failed" in failing and failing <= {"Failed", "Crashed"}  # parts in flight when the run stopped: Crashed
     assert {r.state.name for r in first if stage_of(r) in BEFORE} == {"Completed"}
     assert not list(tmp_path.glob(f"shared/{FAILING}/*/manifest.json"))
 
