@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
 
 from llmcore.config import PretrainConfig
+from llmcore.manifest import MANIFEST, atomic_write_json, read_manifest
 from llmcore.train.pretrain import PretrainJob
 from test_tokens import sample_texts, token_stage
 
@@ -22,8 +24,20 @@ _STAGES: dict[str, Path] = {}
 def stage(root: Path, family: str) -> Path:
     """The tokenize stage directory of `family` (tokenizer beside it in root/tokenizer/<family>)."""
     if family not in _STAGES:
-        _STAGES[family] = token_stage(root / family, sample_texts(40), family, sample_docs=200)
+        tokens = token_stage(root / family, sample_texts(40), family, sample_docs=200)
+        manifest = read_manifest(tokens)
+        manifest["tokenizer"]["key"] = family  # as the data flow records it: <data_root>/tokenizer/<key>
+        atomic_write_json(tokens / MANIFEST, manifest)
+        _STAGES[family] = tokens
     return _STAGES[family]
+
+
+def data_root(tmp: Path, family: str = "gpt") -> tuple[Path, Path]:
+    """A data root of its own holding the token stage (and its tokenizer): (root, tokenize manifest)."""
+    tokens = stage(tmp / "stages", family)
+    root = tmp / "data"
+    shutil.copytree(tokens.parents[1], root)
+    return root, root / "tokenize" / family / MANIFEST
 
 
 def tiny(family: str = "gpt", **train) -> PretrainConfig:

@@ -97,20 +97,30 @@ def validation_loader(job: PretrainJob, objective, world: World) -> TokenLoader 
         return None
 
 
-def run(job: PretrainJob, callbacks: Iterable[Callback] = (), world: World | None = None) -> dict:
-    """Train (or resume) the job; returns the trainer's summary (final and best checkpoint paths...)."""
-    cfg, t, world = job.config, job.config.train, world or World()
+def check(job: PretrainJob, world: World | None = None) -> tuple[TransformerConfig, str, dict]:
+    """Everything that can be refused before training, without allocating the model: the token stage, the
+    tokenizer, model and data settings, and whether a micro-batch fits. Returns (model config, objective
+    kind, the tokenizer as the tokenize manifest describes it)."""
+    cfg, world = job.config, world or World()
     manifest = read_manifest(job.tokens)
     if manifest is None or "tokenizer" not in manifest:
         raise TokenShardError(f"{job.tokens} holds no finished tokenize stage (no manifest.json describing its tokenizer)")
     tokenizer = manifest["tokenizer"]
     tokenizer_file = Path(job.tokenizer) / TOKENIZER_FILE
-    if file_sha256(tokenizer_file) != tokenizer["sha256"]:
+    if not tokenizer_file.exists() or file_sha256(tokenizer_file) != tokenizer["sha256"]:
         raise TrainConfigError(f"{tokenizer_file} is not the tokenizer the token shards in {job.tokens} were made with "
-                               "(sha256 differs): point the job at that stage's tokenizer, or tokenize again")
+                               "(missing, or its sha256 differs): point the job at that stage's tokenizer, or tokenize again")
     model_cfg = model_config(cfg, tokenizer)
-    kind = OBJECTIVES[cfg.model.family] if cfg.objective == "auto" else cfg.objective
-    objective = make_objective(kind, tokenizer, cfg.block_size)
+    with torch.device("meta"):  # parameter counts without memory
+        check_fits(build_model(model_cfg), cfg.train, cfg.block_size, world.size, world.local_rank)
+    return model_cfg, OBJECTIVES[cfg.model.family] if cfg.objective == "auto" else cfg.objective, tokenizer
+
+
+def run(job: PretrainJob, callbacks: Iterable[Callback] = (), world: World | None = None) -> dict:
+    """Train (or resume) the job; returns the trainer's summary (final and best checkpoint paths...)."""
+    t, world = job.config.train, world or World()
+    model_cfg, kind, tokenizer = check(job, world)
+    objective = make_objective(kind, tokenizer, job.config.block_size)
     train = TokenLoader(job.tokens, objective, t.batch_size, split="train", seed=t.seed, rank=world.rank, world_size=world.size)
     evaluation = validation_loader(job, objective, world)
     if evaluation is None and t.early_stopping.patience:
@@ -118,10 +128,9 @@ def run(job: PretrainJob, callbacks: Iterable[Callback] = (), world: World | Non
                                "data.tokenize.validation_fraction, or remove the patience")
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     model = build_model(model_cfg)
-    check_fits(model, t, cfg.block_size, world.size, world.local_rank)
     files = {name: Path(job.tokenizer) / name for name in (TOKENIZER_FILE, CONFIG_FILE) if (Path(job.tokenizer) / name).exists()}
-    trainer = Trainer(model, t, job.run_dir, train, evaluation, seq_len=cfg.block_size, callbacks=callbacks, files=files,
-                      world=world, info={"objective": kind})
+    trainer = Trainer(model, t, job.run_dir, train, evaluation, seq_len=job.config.block_size, callbacks=callbacks,
+                      files=files, world=world, info={"objective": kind})
     return trainer.fit()
 
 

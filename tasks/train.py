@@ -1,0 +1,178 @@
+"""The pretrain task: trains in this process, or launches torchrun and follows its metrics file, and shows
+the run in the Prefect UI while it trains: a progress artifact, a table of evaluation metrics and the
+loss curve (a PNG embedded in a markdown artifact, DESIGN.md §4).
+
+A retry of a failed attempt (an OOM, a lost node) resumes from the run's latest checkpoint: it costs the
+steps since that checkpoint, not the whole run.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.runtime import task_run
+
+from llmcore.config import PretrainConfig
+from llmcore.data.tokens import TokenShardError
+from llmcore.locks import once
+from llmcore.manifest import MANIFEST, atomic_write_json, describe_file, read_manifest
+from llmcore.train import checkpoint, pretrain
+from llmcore.train.checks import TrainConfigError
+from llmcore.train.distributed import torchrun_command
+from llmcore.train.metrics_log import CURVE, METRICS, describe, latest_by_step, now, read_events
+from llmcore.train.trainer import NonFiniteLoss
+from tasks.common import STAGE_TASK, maybe_fail
+
+VERSION = 1  # part of the pretrain stage key: bump when training changes what a config produces
+CRASH_ENV = "LLMPIPE_CRASH_AT_STEP"  # tests: the first attempt dies at this step (a preempted node), the retry resumes
+
+
+class InjectedCrash(RuntimeError):
+    """A first attempt killed on purpose at the step in $LLMPIPE_CRASH_AT_STEP; retried like a real crash."""
+
+
+def _worth_retrying(task: Any, run: Any, state: Any) -> bool:
+    """Retry crashes; a refused configuration, NaN loss or bad shards would fail the same way again."""
+    try:
+        state.result()
+    except (TrainConfigError, NonFiniteLoss, TokenShardError):
+        return False
+    except Exception:
+        return STAGE_TASK["retry_condition_fn"](task, run, state)
+    return True
+
+
+def _crash_due(event: dict) -> bool:
+    step = os.environ.get(CRASH_ENV)
+    return bool(step) and event["event"] == "train" and event["step"] >= int(step) and task_run.run_count <= 1
+
+
+class Reporter:
+    """A trainer callback: log lines and Prefect artifacts, throttled so a fast loop does not flood the API."""
+
+    def __init__(self, run_dir: Path, every_s: float = 2.0, curve_every_s: float = 30.0):
+        self.run_dir, self.every_s, self.curve_every_s = run_dir, every_s, curve_every_s
+        self.logger = get_run_logger()
+        self.progress = None
+        self.max_steps = 1
+        self.updated = self.curve_shown = 0.0
+
+    def __call__(self, event: dict) -> None:
+        kind = event["event"]
+        (self.logger.error if kind == "error" else self.logger.info)(describe(event))
+        if kind == "start":
+            self.max_steps = event["max_steps"]
+            self.progress = create_progress_artifact(self._percent(event), description=f"pretraining: {self.run_dir}")
+        elif kind == "train" and time.monotonic() - self.updated >= self.every_s:
+            self._update(event)
+        elif kind == "eval":
+            self._update(event)
+            self._eval_table()
+            if time.monotonic() - self.curve_shown >= self.curve_every_s:
+                self._curve()
+        elif kind == "end":
+            update_progress_artifact(self.progress, 100.0)
+            self._eval_table()
+            self._curve()
+        if _crash_due(event):
+            raise InjectedCrash(f"crashed on purpose at step {event['step']} ({CRASH_ENV})")
+
+    def _percent(self, event: dict) -> float:
+        return round(100.0 * event["step"] / self.max_steps, 1)
+
+    def _update(self, event: dict) -> None:
+        if self.progress is not None:
+            update_progress_artifact(self.progress, self._percent(event))
+        self.updated = time.monotonic()
+
+    def _eval_table(self) -> None:
+        rows = [{k: e.get(k) for k in ("step", "val_loss", "val_ppl", "improved", "best_step", "bad_evals")}
+                for e in latest_by_step(read_events(self.run_dir / METRICS)[0], "eval")]
+        if rows:
+            create_table_artifact(rows, key="pretrain-eval", description=f"Evaluations of {self.run_dir}")
+
+    def _curve(self) -> None:
+        path = self.run_dir / CURVE
+        if path.exists():
+            png = base64.b64encode(path.read_bytes()).decode()
+            create_markdown_artifact(f"## Loss curve\n\n![loss curve](data:image/png;base64,{png})\n\n`{path}`",
+                                     key="pretrain-loss-curve", description="training and validation loss against steps")
+        self.curve_shown = time.monotonic()
+
+
+def train_here(job: pretrain.PretrainJob, reporter: Reporter) -> dict:
+    return pretrain.run(job, callbacks=[reporter])
+
+
+def train_torchrun(job: pretrain.PretrainJob, reporter: Reporter, run_id: str) -> dict:
+    """torchrun on this node, its metrics file followed into the reporter until the workers exit."""
+    pretrain.check(job)  # refuse a bad config here, before starting processes
+    run_dir = Path(job.run_dir)
+    job_file = job.save(run_dir / "job.json")
+    metrics = run_dir / METRICS
+    offset = metrics.stat().st_size if metrics.exists() else 0  # what earlier attempts wrote is already shown
+    command = torchrun_command(job.config.train.distributed, "llmcore.train.pretrain", str(job_file), run_id=run_id)
+    reporter.logger.info("launching %s", " ".join(command))
+    proc, events = subprocess.Popen(command), []
+    try:
+        while True:
+            exited = proc.poll() is not None
+            new, offset = read_events(metrics, offset)
+            for event in new:
+                reporter(event)
+            events += new
+            if exited:
+                break
+            time.sleep(1.0)
+    finally:
+        if proc.poll() is None:  # the reporter raised (an injected crash): take the workers down with it
+            proc.kill()
+            proc.wait()
+    errors = [e for e in events if e["event"] == "error" and e.get("reason") == "non_finite_loss"]
+    if errors:
+        raise NonFiniteLoss(errors[-1]["message"])
+    ends = [e for e in events if e["event"] == "end"]
+    if proc.returncode != 0 or not ends:
+        raise RuntimeError(f"torchrun exited with code {proc.returncode}; its workers' output is above. A retry resumes "
+                           f"from the latest checkpoint in {checkpoint.root(run_dir)}")
+    return {"step": ends[-1]["step"], **{k: v for k, v in ends[-1].items() if k not in ("event", "step", "time")}}
+
+
+def write_manifest(run_dir: Path, key: str, cfg: PretrainConfig, tokens: str, summary: dict) -> dict:
+    """The pretrain stage manifest: the final checkpoint's files (sha256), the best one, the run's summary."""
+    final = Path(summary["final"])
+    manifest = {
+        "stage": "pretrain", "key": key, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": cfg.model_dump(mode="json"), "upstream": [read_manifest(tokens)["key"]],
+        "checkpoint": str(final.relative_to(run_dir)),
+        "best": str(Path(summary["best"]).relative_to(run_dir)) if summary["best"] else None,
+        "files": [describe_file(p, run_dir, 0) for p in sorted(final.iterdir()) if p.is_file()],
+        "metrics": METRICS, "loss_curve": CURVE, "tensorboard": "tb", "summary": summary, "finished": now(),
+    }
+    atomic_write_json(run_dir / MANIFEST, manifest)
+    return manifest
+
+
+@task(name="pretrain", task_run_name="pretrain-{key}", **{**STAGE_TASK, "retry_condition_fn": _worth_retrying})
+def pretrain_task(data_root: str, stage: str, key: str, cfg: PretrainConfig, tokens: str, tokenizer: str) -> str:
+    """Train (or resume) the model of `cfg` on the token stage `tokens`; returns the checkpoint manifest's path."""
+    run_dir = Path(data_root) / stage / key
+    if not (run_dir / MANIFEST).exists():
+        maybe_fail(stage)
+
+        def work() -> None:
+            job = pretrain.PretrainJob(tokens, tokenizer, str(run_dir), cfg)
+            reporter = Reporter(run_dir)
+            many = cfg.train.distributed.world_size > 1
+            summary = train_torchrun(job, reporter, key) if many else train_here(job, reporter)
+            write_manifest(run_dir, key, cfg, tokens, summary)
+
+        once(run_dir / MANIFEST, work)  # an overlapping run waits, then finds the finished model
+    return str(run_dir / MANIFEST)

@@ -1,0 +1,55 @@
+"""The pretrain flow on a real Prefect server: a training task that crashes is retried and resumes from
+its checkpoint; the run shows up as progress, table and markdown (loss curve PNG) artifacts; a rerun is cached."""
+
+from __future__ import annotations
+
+import json
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.sorting import ArtifactSort
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, ArtifactFilterType, FlowRunFilter, FlowRunFilterId
+
+from flows.pretrain import pretrain_flow
+from llmcore.manifest import file_sha256
+from tasks.train import CRASH_ENV
+from test_data_flow import task_runs
+from train_helpers import data_root, events, tiny
+
+
+def artifacts(flow_run_id, **filters):
+    """The flow run's artifacts matching `filters`, newest first."""
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(**filters), sort=ArtifactSort.CREATED_DESC,
+                                     flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+
+def test_crashed_training_task_is_retried_and_resumes_from_its_checkpoint(prefect_server, tmp_path, monkeypatch):
+    root, tokens = data_root(tmp_path)
+    cfg = tiny(max_steps=20, checkpoint_every=5, eval_every=10)
+    monkeypatch.setenv(CRASH_ENV, "12")
+    state = pretrain_flow(cfg, str(tokens), str(root), return_state=True)
+    assert state.is_completed()
+    manifest_path = state.result()
+    manifest = json.loads(open(manifest_path).read())
+    run_dir = root / "pretrain" / manifest["key"]
+    assert manifest["checkpoint"] == "checkpoints/step-00000020"
+    model = next(f for f in manifest["files"] if f["path"].endswith("model.safetensors"))
+    assert model["sha256"] == file_sha256(run_dir / model["path"])
+    # the second attempt started from the step-10 checkpoint, not from scratch
+    assert [e["resumed_from"] for e in events(run_dir, "start")] == [0, 10]
+    [run] = [r for r in task_runs(state.state_details.flow_run_id) if r.name.startswith("pretrain")]
+    assert run.state.is_completed() and run.run_count == 2
+
+    flow_run = state.state_details.flow_run_id
+    progress = artifacts(flow_run, type=ArtifactFilterType(any_=["progress"]))
+    assert progress and max(float(a.data) for a in progress) == 100.0
+    [table] = artifacts(flow_run, key=ArtifactFilterKey(any_=["pretrain-eval"]))[:1]
+    assert [row["step"] for row in json.loads(table.data)] == [10, 20]
+    [curve] = artifacts(flow_run, key=ArtifactFilterKey(any_=["pretrain-loss-curve"]))[:1]
+    assert "![loss curve](data:image/png;base64,iVBORw0KGgo" in curve.data
+
+    monkeypatch.delenv(CRASH_ENV)
+    again = pretrain_flow(cfg, str(tokens), str(root), return_state=True)
+    assert again.result() == manifest_path
+    [cached] = [r for r in task_runs(again.state_details.flow_run_id) if r.name.startswith("pretrain")]
+    assert cached.state.name == "Cached"
