@@ -14,6 +14,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from flows.data import data_flow
 from llmcore.config import DataConfig, IngestConfig, LanguageConfig, RunnerConfig, SourceConfig
 from llmcore.data.language import detect_languages
+from llmcore.manifest import file_sha256
 from tasks.common import FAIL_ENV
 from tasks.dedup import CLUSTER_FAIL
 from tests.test_data_flow import task_runs
@@ -30,11 +31,22 @@ def corpus(tmp_path_factory) -> Path:
     rows += [{"text": texts[i].replace(" ", "  ").upper()} for i in (1, 5, 9)]
     rows += [{"text": " ".join(texts[i].split()[:-3] + ["edited", "closing", "words"])} for i in (2, 6, 10)]
     path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"
-    detect_languages(
-        ["warm up"], 100, workers=1
-    )  # loads langdetect's profiles before two language threads race to (not thread-safe yet)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    # langdetect's profiles load once here: two language threads loading them at once race (not thread-safe yet)
+    detect_languages(["warm up"], 100, workers=1)
     return path
+
+
+@pytest.fixture(scope="module")
+def runs(prefect_server, corpus, tmp_path_factory) -> dict:
+    """The data flow on the default runner: crashed in clustering, rerun, then run once more."""
+    cfg, root = config(corpus), str(tmp_path_factory.mktemp("threads") / "data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(FAIL_ENV, CLUSTER_FAIL)
+        crashed = data_flow(cfg, root, return_state=True)
+    rerun = data_flow(cfg, root, return_state=True)
+    again = data_flow(cfg, root, return_state=True)
+    return {"root": root, "crashed": crashed, "rerun": rerun, "again": again}
 
 
 def config(corpus: Path, runner: RunnerConfig | None = None) -> DataConfig:
@@ -45,10 +57,10 @@ def config(corpus: Path, runner: RunnerConfig | None = None) -> DataConfig:
     )
 
 
-def dedup_states(flow_run_id) -> dict[str, set[str]]:
+def dedup_states(flow_state) -> dict[str, set[str]]:
     """State names of the flow run's dedup task runs, by step (signature, cluster, filter)."""
     states: dict[str, set[str]] = {}
-    for run in task_runs(flow_run_id):
+    for run in task_runs(flow_state.state_details.flow_run_id):
         if run.name.startswith("dedup-"):
             states.setdefault(run.name.split("-")[1], set()).add(run.state.name)
     return states
@@ -61,8 +73,6 @@ def dedup_manifest(paths: list[str]) -> str:
 
 def dedup_files(manifest_path: str) -> dict[str, str]:
     """Every file of the dedup stage directory with its sha256 (signatures, clusters, output)."""
-    from llmcore.manifest import file_sha256
-
     stage = Path(manifest_path).parent
     return {
         str(p.relative_to(stage)): file_sha256(p)
@@ -71,44 +81,15 @@ def dedup_files(manifest_path: str) -> dict[str, str]:
     }
 
 
-def test_crash_in_clustering_reuses_signatures_and_a_finished_stage_is_cached(
-    prefect_server, corpus, tmp_path, monkeypatch
-):
-    cfg, root = config(corpus), str(tmp_path / "data")
-    monkeypatch.setenv(FAIL_ENV, CLUSTER_FAIL)
-    crashed = data_flow(cfg, root, return_state=True)
-    assert crashed.is_failed()
-    assert dedup_states(crashed.state_details.flow_run_id) == {"signature": {"Completed"}, "cluster": {"Failed"}}
-    assert not list(Path(root).glob("dedup/*/manifest.json"))
+def test_a_crash_in_clustering_reuses_the_signatures(runs):
+    assert runs["crashed"].is_failed()
+    assert dedup_states(runs["crashed"]) == {"signature": {"Completed"}, "cluster": {"Failed"}}
+    assert dedup_states(runs["rerun"]) == {"signature": {"Cached"}, "cluster": {"Completed"}, "filter": {"Completed"}}
 
-    monkeypatch.delenv(FAIL_ENV)
-    rerun = data_flow(cfg, root, return_state=True)
-    assert rerun.is_completed()
-    assert dedup_states(rerun.state_details.flow_run_id) == {
-        "signature": {"Cached"},
-        "cluster": {"Completed"},
-        "filter": {"Completed"},
-    }
-    paths = rerun.result()
-    manifest = json.loads(Path(dedup_manifest(paths)).read_text())
-    ledger = manifest["ledger"]
-    assert ledger["rows_in"] == 30 == ledger["rows_out"] + sum(ledger["dropped"].values()) + ledger["quarantined"]
-    assert ledger["dropped"] == {"exact_duplicate": 3, "near_duplicate": 3}
-    lsh = manifest["dedup"]["lsh"]  # the clustering summary travels in the manifest
-    assert lsh["bands"] * lsh["rows"] <= lsh["num_perm"] == 256 and manifest["dedup"]["clusters"] == 6
-    stage = Path(dedup_manifest(paths)).parent
-    kept = {r["id"] for f in manifest["files"] for r in pq.read_table(stage / f["path"], columns=["id"]).to_pylist()}
-    for f in manifest["rejected"]:
-        for row in pq.read_table(stage / f["path"]).to_pylist():
-            assert row["detail"] in kept and row["reason"] in ("exact_duplicate", "near_duplicate")
 
-    again = data_flow(cfg, root, return_state=True)
-    assert again.result() == paths
-    assert dedup_states(again.state_details.flow_run_id) == {
-        "signature": {"Cached"},
-        "cluster": {"Cached"},
-        "filter": {"Cached"},
-    }
+def test_a_finished_stage_is_cached(runs):
+    assert runs["again"].result() == runs["rerun"].result()
+    assert dedup_states(runs["again"]) == {"signature": {"Cached"}, "cluster": {"Cached"}, "filter": {"Cached"}}
     with get_client(sync_client=True) as client:
         [artifact] = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["dedup-clusters"])), limit=1
@@ -117,10 +98,25 @@ def test_crash_in_clustering_reuses_signatures_and_a_finished_stage_is_cached(
     assert {"size": "2", "clusters": 6, "documents": 12} in json.loads(artifact.data)
 
 
-def test_dask_local_cluster_gives_the_same_output_as_threads(prefect_server, corpus, tmp_path):
-    threads = data_flow(config(corpus), str(tmp_path / "threads"))
+def test_ledger_balances_and_removed_rows_name_a_kept_representative(runs):
+    path = dedup_manifest(runs["rerun"].result())
+    manifest = json.loads(Path(path).read_text())
+    ledger = manifest["ledger"]
+    assert ledger["rows_in"] == 30 == ledger["rows_out"] + sum(ledger["dropped"].values()) + ledger["quarantined"]
+    assert ledger["dropped"] == {"exact_duplicate": 3, "near_duplicate": 3}
+    lsh = manifest["dedup"]["lsh"]  # the clustering summary travels in the manifest
+    assert lsh["bands"] * lsh["rows"] <= lsh["num_perm"] == 256 and manifest["dedup"]["clusters"] == 6
+    stage = Path(path).parent
+    kept = {r["id"] for f in manifest["files"] for r in pq.read_table(stage / f["path"], columns=["id"]).to_pylist()}
+    removed = [row for f in manifest["rejected"] for row in pq.read_table(stage / f["path"]).to_pylist()]
+    assert len(removed) == 6
+    assert all(row["detail"] in kept and row["reason"] in ("exact_duplicate", "near_duplicate") for row in removed)
+
+
+def test_dask_local_cluster_gives_the_same_output_as_threads(runs, corpus, tmp_path):
+    threads = runs["rerun"].result()
     dask = data_flow(config(corpus, RunnerConfig(kind="dask", workers=2)), str(tmp_path / "dask"))
-    assert [Path(p).relative_to(tmp_path / "threads") for p in threads] == [
+    assert [Path(p).relative_to(runs["root"]) for p in threads] == [
         Path(p).relative_to(tmp_path / "dask") for p in dask
     ]
     files = dedup_files(dedup_manifest(threads))

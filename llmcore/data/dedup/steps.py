@@ -6,8 +6,8 @@
 2. `cluster`, once, over all parts: exact groups, then LSH candidates, verification, union-find
    and the keep rule. Writes `clusters/<part>.parquet` (each removed row of the part: row, reason,
    representative id, estimated similarity), then `clusters/summary.json`, its done marker.
-   Memory: about 60 bytes per document, one sort partition (`sort_memory_mb`) and one batch of
-   signatures; all signatures stay on disk, memory-mapped.
+   Memory: about 100 bytes per document, one sort partition (`sort_memory_mb`) and one batch of
+   signatures; signatures stay on disk, read a part at a time or a row at a time.
 3. `filter_part`, per upstream shard, in parallel: kept rows out; removed rows to `rejected/`
    with reason `exact_duplicate` or `near_duplicate` and the representative's id as detail.
 
@@ -82,25 +82,26 @@ def sign_part(stage_path: Path, part: str, shard: Path, cfg: DedupConfig) -> Pat
 
 
 class SignatureStore:
-    """All parts' signatures, memory-mapped: rows are read from disk when asked for."""
+    """All parts' signatures: a part read whole when scanned, single rows memory-mapped when asked for."""
 
     def __init__(self, stage_path: Path, parts: list[str], sizes: list[int], num_perm: int):
+        self.paths = [Path(stage_path) / SIGNATURES / f"{p}.npy" for p in parts]
         self.num_perm = num_perm
-        self.mats = [
-            np.load(Path(stage_path) / SIGNATURES / f"{p}.npy", mmap_mode="r")
-            if n
-            else np.empty((0, num_perm), np.uint32)
-            for p, n in zip(parts, sizes)
-        ]
         self.offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
         self.batch = max(1, SIGNATURE_BATCH_BYTES // (4 * num_perm))
+        self._maps: dict[int, np.ndarray] = {}
+
+    def part(self, s: int) -> np.ndarray:
+        return np.load(self.paths[s])  # read, not mapped: scanned pages do not stay resident
 
     def rows(self, docs: np.ndarray) -> np.ndarray:
         out = np.empty((len(docs), self.num_perm), dtype=np.uint32)
         shard = np.searchsorted(self.offsets, docs, side="right") - 1
         for s in np.unique(shard):
+            if s not in self._maps:
+                self._maps[s] = np.load(self.paths[s], mmap_mode="r")
             sel = shard == s
-            out[sel] = self.mats[s][docs[sel] - self.offsets[s]]
+            out[sel] = self._maps[s][docs[sel] - self.offsets[s]]
         return out
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -114,33 +115,71 @@ def cluster(stage_path: Path, parts: list[str], shards: list[Path], cfg: DedupCo
     """The global step: every document's fate, written per part, then the summary; returns the summary."""
     stage_path, clock = Path(stage_path), _Clock()
     metas = [pq.read_table(signature_marker(stage_path, p)) for p in parts]
-    sizes = [t.num_rows for t in metas]
-    exact_hi, exact_lo = _column(metas, "exact_hi", np.uint64), _column(metas, "exact_lo", np.uint64)
+    store = SignatureStore(stage_path, parts, [t.num_rows for t in metas], cfg.num_perm)
     chars, shingle_counts = _column(metas, "chars", np.int64), _column(metas, "shingles", np.int32)
     n = len(chars)
     docs = np.arange(n, dtype=np.int64)
     order, rank = keep_order(cfg.keep, chars)
-    store = SignatureStore(stage_path, parts, sizes, cfg.num_perm)
     spill, memory = stage_path / CLUSTERS / "spill", cfg.sort_memory_mb << 20
 
     exact = Grouper(spill, n, memory)
-    for s in range(len(parts)):
-        lo, hi = store.offsets[s], store.offsets[s + 1]
-        exact.add(exact_hi[lo:hi], exact_lo[lo:hi], docs[lo:hi])
+    for t, lo in zip(metas, store.offsets):
+        exact.add(t.column("exact_hi").to_numpy(), t.column("exact_lo").to_numpy(), docs[lo : lo + t.num_rows])
     exact_rep = exact_representatives(exact.groups(), order, rank)
     clock.lap("exact")
 
     bands, rows = lsh_params(cfg.threshold, cfg.num_perm, cfg.recall_weight)
     eligible = (exact_rep == docs) & (shingle_counts > 0)  # one per exact group; no words, no near match
-    buckets = Grouper(spill, int(eligible.sum()) * bands, memory)
-    band_ids = np.arange(bands, dtype=np.uint64)
-    for s in range(len(parts)):
-        lo = store.offsets[s]
-        local = np.flatnonzero(eligible[lo : store.offsets[s + 1]])
-        keys = band_keys(store.mats[s][local], bands, rows)
-        buckets.add(keys.ravel(), np.tile(band_ids, len(local)), np.repeat(local + lo, bands))
+    buckets = _band_buckets(store, eligible, bands, rows, Grouper(spill, int(eligible.sum()) * bands, memory))
     clock.lap("bands")
+    union, counts = _join_candidates(buckets, store, n, cfg)
+    clock.lap("pairs")
+    near_rep = near_representatives(
+        union.roots(), docs[eligible], rank, store.rows if cfg.verify else None, cfg.threshold, store.batch
+    )
+    final = near_rep[exact_rep]  # the exact group's representative, then its near cluster's
+    clock.lap("clusters")
+    ids = _write_removed(stage_path, parts, shards, store, exact_rep, final)
+    clock.lap("write")
 
+    sizes = np.bincount(final, minlength=n)
+    largest = np.argsort(-sizes, kind="stable")[:5]
+    summary = {
+        "documents": n,
+        "kept": int((final == docs).sum()),
+        EXACT: int(((exact_rep == final) & (final != docs)).sum()),
+        NEAR: int((exact_rep != final).sum()),
+        "clusters": int((sizes >= 2).sum()),
+        "cluster_sizes": size_histogram(final),
+        "largest_clusters": [{"representative": ids[r], "size": int(sizes[r])} for r in largest if sizes[r] >= 2],
+        "lsh": {
+            "num_perm": cfg.num_perm,
+            "threshold": cfg.threshold,
+            "bands": bands,
+            "rows": rows,
+            "recall_weight": cfg.recall_weight,
+            "candidate_probability_at_jaccard": s_curve(bands, rows),
+        },
+        **counts,
+        "sort_partitions": {"exact": exact.partitions, "bands": buckets.partitions},
+        "seconds": clock.laps,
+    }
+    atomic_write_json(summary_path(stage_path), summary)
+    return summary
+
+
+def _band_buckets(store: SignatureStore, eligible: np.ndarray, bands: int, rows: int, grouper: Grouper) -> Grouper:
+    """Every eligible document's (band key, band, document) records, spilled for grouping."""
+    band_ids = np.arange(bands, dtype=np.uint64)
+    for s, lo in enumerate(store.offsets[:-1]):
+        local = np.flatnonzero(eligible[lo : store.offsets[s + 1]])
+        keys = band_keys(store.part(s)[local], bands, rows)
+        grouper.add(keys.ravel(), np.tile(band_ids, len(local)), np.repeat(local + lo, bands))
+    return grouper
+
+
+def _join_candidates(buckets: Grouper, store: SignatureStore, n: int, cfg: DedupConfig) -> tuple[UnionFind, dict]:
+    """Union-find over the bucket pairs (verified by estimated Jaccard unless cfg.verify is off)."""
     union, counts = UnionFind(n), {"candidate_pairs": 0, "compared_pairs": 0, "similar_pairs": 0}
     for members, starts in buckets.groups():
         a, b = bucket_pairs(members, starts)
@@ -156,15 +195,19 @@ def cluster(stage_path: Path, parts: list[str], shards: list[Path], cfg: DedupCo
             a, b = a[close], b[close]
         counts["similar_pairs"] += len(a)
         union.union(a, b)
-    clock.lap("pairs")
+    return union, counts
 
-    near_rep = near_representatives(
-        union.roots(), docs[eligible], rank, store.rows if cfg.verify else None, cfg.threshold, store.batch
-    )
-    final = near_rep[exact_rep]  # the exact group's representative, then its near cluster's
-    clock.lap("clusters")
 
-    removed = np.flatnonzero(final != docs)
+def _write_removed(
+    stage_path: Path,
+    parts: list[str],
+    shards: list[Path],
+    store: SignatureStore,
+    exact_rep: np.ndarray,
+    final: np.ndarray,
+) -> dict[int, str]:
+    """clusters/<part>.parquet for every part; returns the ids of the representatives."""
+    removed = np.flatnonzero(final != np.arange(len(final)))
     reps = final[removed]
     is_exact = exact_rep[removed] == reps
     sim = np.ones(len(removed), dtype=np.float32)
@@ -183,35 +226,7 @@ def cluster(stage_path: Path, parts: list[str], shards: list[Path], cfg: DedupCo
             schema=REMOVED,
         )
         _commit_parquet(table, stage_path / CLUSTERS / f"{part}.parquet")
-    clock.lap("write")
-
-    cluster_sizes = np.bincount(final, minlength=n)
-    largest = np.argsort(-cluster_sizes, kind="stable")[:5]
-    largest = largest[cluster_sizes[largest] >= 2]
-    summary = {
-        "documents": n,
-        "kept": n - len(removed),
-        EXACT: int(is_exact.sum()),
-        NEAR: int((~is_exact).sum()),
-        "clusters": int((cluster_sizes >= 2).sum()),
-        "cluster_sizes": size_histogram(final),
-        "largest_clusters": [
-            {"representative": rep_ids[np.searchsorted(rep_index, r)], "size": int(cluster_sizes[r])} for r in largest
-        ],
-        "lsh": {
-            "num_perm": cfg.num_perm,
-            "threshold": cfg.threshold,
-            "bands": bands,
-            "rows": rows,
-            "recall_weight": cfg.recall_weight,
-            "candidate_probability_at_jaccard": s_curve(bands, rows),
-        },
-        **counts,
-        "sort_partitions": {"exact": exact.partitions, "bands": buckets.partitions},
-        "seconds": clock.laps,
-    }
-    atomic_write_json(summary_path(stage_path), summary)
-    return summary
+    return dict(zip(rep_index.tolist(), rep_ids.tolist()))
 
 
 def _column(tables: list[pa.Table], name: str, dtype: type) -> np.ndarray:
