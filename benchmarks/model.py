@@ -5,8 +5,9 @@ One step = forward + backward + AdamW step. Steps of the two models alternate (A
 noise from a shared machine hits both alike; the figure per model is the median step time.
 Last line: one JSON object with tokens/s and ratio_fp32, ratio_bf16 (llmcore tokens/s / transformers').
 
-    python benchmarks/model.py            # ~6 minutes on 2 CPU cores
-    python benchmarks/model.py --quick    # smoke run
+    python benchmarks/model.py                # ~10 minutes on 2 CPU cores
+    python benchmarks/model.py --threads 1    # steadier on a busy machine
+    python benchmarks/model.py --quick        # smoke run
 """
 
 import argparse
@@ -59,17 +60,21 @@ def compare(cfg, batch_size, steps, bf16, warmup=2):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     cfg = TransformerConfig(family="gpt", vocab_size=8192, d_model=384, n_heads=6, n_layers=6, max_seq_len=256,
                             dropout=0.0, eos_token_id=0)
-    fp32 = compare(cfg, batch_size=8, steps=3 if args.quick else 20, bf16=False)
-    bf16 = compare(cfg, batch_size=2, steps=2 if args.quick else 8, bf16=True)
+    fp32 = compare(cfg, batch_size=8, steps=2 if args.quick else 16, bf16=False)
+    # bf16 matmuls are slow on CPUs without native bf16 (this one: AVX2): a smaller batch
+    bf16 = compare(cfg, batch_size=1, steps=2 if args.quick else 8, bf16=True)
     print(json.dumps({
         "config": "gpt 6 layers, d_model 384, 6 heads, 256 context, 8192 vocab, dropout 0",
         "anchor": "transformers.GPT2LMHeadModel, attn_implementation=sdpa",
         "torch": torch.__version__, "transformers": transformers.__version__, "threads": torch.get_num_threads(),
         "fp32_tokens_per_s": {k: round(v) for k, v in fp32.items()},
         "bf16_tokens_per_s": {k: round(v) for k, v in bf16.items()},
+        "batch_fp32": "8x256", "batch_bf16": "1x256 (bf16 autocast)",
         "ratio_fp32": round(fp32["llmcore"] / fp32["transformers"], 3),
         "ratio_bf16": round(bf16["llmcore"] / bf16["transformers"], 3),
     }))

@@ -63,8 +63,10 @@ def generate(model, input_ids, attention_mask=None, max_new_tokens=32, *, do_sam
         start = torch.full((input_ids.shape[0], 1), cfg.decoder_start_token_id, device=input_ids.device)
         seq, mask = start, None
     else:
-        seq = input_ids
-        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        seq, mask = input_ids, attention_mask
+    if cfg.positions in ("learned", "sinusoidal") and seq.shape[1] + max_new_tokens > cfg.max_seq_len:
+        raise ValueError(f"{seq.shape[1]} tokens + max_new_tokens={max_new_tokens} exceed max_seq_len="
+                         f"{cfg.max_seq_len}: lower max_new_tokens")
     if num_beams > 1:
         if do_sample:
             raise ValueError("beam search samples nothing: use num_beams=1 with do_sample=True")

@@ -78,7 +78,7 @@ def config_to_hf(cfg: TransformerConfig) -> dict:
         raise ValueError(f"family {cfg.family!r} has no transformers equivalent; exportable: {sorted(_ARCH)}")
     model_type, arch = _ARCH[cfg.family]
     act = _ACT_TO_HF[cfg.activation]
-    specials = {k: getattr(cfg, k) for k in SPECIAL_TOKENS if getattr(cfg, k) is not None}
+    specials = {k: getattr(cfg, k) for k in SPECIAL_TOKENS}  # None too: GPT-2 would default to 50256
     if cfg.family == "gpt":
         hf = dict(vocab_size=cfg.vocab_size, n_embd=cfg.d_model, n_head=cfg.n_heads, n_layer=cfg.n_layers,
                   n_inner=cfg.d_ff, n_positions=cfg.max_seq_len, activation_function=act,
@@ -213,7 +213,8 @@ def from_hf_state(hf_config: dict, hf_state: dict) -> Transformer:
     model = build_model(cfg)
     model.load_state_dict(state, strict=not missing)
     if missing:
-        log.warning("transformers checkpoint has no %s: left at their initialization", sorted({m.split(".")[0] for m in missing}))
+        heads = sorted({m.split(".")[0] for m in missing})
+        log.warning("transformers checkpoint has no %s: left at their initialization", heads)
     return model
 
 

@@ -19,7 +19,7 @@ from .positions import RelativePositionBias
 class Output:
     logits: torch.Tensor | None = None      # (B, T, vocab): next-token, masked-token or target-token logits
     loss: torch.Tensor | None = None        # when labels are given
-    hidden: torch.Tensor | None = None      # last hidden state (B, T, d_model); the encoder's for BERT
+    hidden: torch.Tensor | None = None      # last hidden state (B, T, d_model): GPT's, or the encoder's
     nsp_logits: torch.Tensor | None = None  # BERT next sentence prediction (B, 2): 0 = is next, 1 = random
 
 
@@ -131,6 +131,8 @@ class EncoderDecoder(Transformer):
         """labels: target ids, -100 where ignored; without decoder_input_ids the decoder reads the labels
         shifted right behind decoder_start_token_id (teacher forcing)."""
         if decoder_input_ids is None:
+            if labels is None:
+                raise ValueError("an encoder-decoder needs decoder_input_ids or labels")
             decoder_input_ids = self.shift_right(labels)
         memory = self.encode(input_ids, attention_mask)
         logits = self.decode(decoder_input_ids, memory, attention_mask, decoder_attention_mask)

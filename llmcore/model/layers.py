@@ -83,8 +83,7 @@ class Stack(nn.Module):
             self.rotary = Rotary(cfg.d_head, cfg.rope_theta)
         else:
             self.relative_bias = RelativePositionBias(cfg, bidirectional=not causal)
-        if cfg.type_vocab_size:
-            self.seg_emb = nn.Embedding(cfg.type_vocab_size, cfg.d_model)
+        self.seg_emb = nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None
         self.ln_emb = norm(cfg) if cfg.norm_embeddings else None
         self.drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(Block(cfg, cross) for _ in range(n_layers))
@@ -107,7 +106,7 @@ class Stack(nn.Module):
             x = x + self.pos_emb(pos)
         elif self.positions == "sinusoidal":
             x = x + self.sinusoids[pos]
-        if hasattr(self, "seg_emb"):
+        if self.seg_emb is not None:
             x = x + (self.seg_emb.weight[0] if token_type_ids is None else self.seg_emb(token_type_ids))
         if self.ln_emb is not None:
             x = self.ln_emb(x)
