@@ -17,6 +17,7 @@ from prefect.tasks import exponential_backoff
 from llmcore.config import ConfigError
 from llmcore.data.readers import SourceError
 from llmcore.data.stage import StageDir
+from llmcore.locks import once
 from llmcore.manifest import MANIFEST
 
 FAIL_ENV = "LLMPIPE_FAIL_STAGE"  # tests set it to a stage name to make that stage fail
@@ -73,6 +74,6 @@ def finalize_stage(
 ) -> str:
     """Write the stage manifest (with the stage's `extra` fields) once all its parts are done; returns its path."""
     stage_dir = StageDir(data_root, stage, key)
-    if stage_dir.manifest() is None:
-        stage_dir.finalize(parts, config, upstream, upstream_rows, extra)
-    return str(stage_dir.path / MANIFEST)
+    manifest = stage_dir.path / MANIFEST
+    once(manifest, lambda: stage_dir.finalize(parts, config, upstream, upstream_rows, extra))  # one writer at a time
+    return str(manifest)

@@ -17,6 +17,7 @@ from prefect.artifacts import create_table_artifact
 from llmcore.config import DedupConfig
 from llmcore.data import dedup
 from llmcore.data.stage import StageDir
+from llmcore.locks import once
 from tasks.common import STAGE_TASK, maybe_fail
 from tasks.data import _run
 
@@ -36,8 +37,7 @@ def _cluster_key(context: Any, params: dict) -> str:
 def signature_part(data_root: str, stage: str, key: str, part: str, shard: str, cfg: DedupConfig) -> str:
     path = StageDir(data_root, stage, key).path
     marker = dedup.signature_marker(path, part)
-    if not marker.exists():
-        dedup.sign_part(path, part, Path(shard), cfg)
+    once(marker, lambda: dedup.sign_part(path, part, Path(shard), cfg))  # an overlapping run waits, then reuses it
     return str(marker)
 
 
@@ -47,7 +47,7 @@ def cluster(data_root: str, stage: str, key: str, parts: list[str], shards: list
     summary = dedup.summary_path(path)
     if not summary.exists():
         maybe_fail(CLUSTER_FAIL)
-        dedup.cluster(path, parts, [Path(s) for s in shards], cfg)
+        once(summary, lambda: dedup.cluster(path, parts, [Path(s) for s in shards], cfg))
     return str(summary)
 
 
