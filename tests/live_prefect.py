@@ -129,6 +129,7 @@ def live_server() -> Iterator[LiveServer]:
 @dataclass
 class Deployed:
     server: LiveServer
+    config: Path
     data_root: Path
     deployments: dict[str, UUID]  # "flow/deployment" -> id
 
@@ -150,6 +151,7 @@ def deploy(server: LiveServer, tmp: Path) -> Deployed:
         "name: deployed\ndata:\n  ingest:\n    sources: [{name: sample, format: jsonl, path: corpus}]\n    shard_rows: 40\n"
         "  language: {allowed: [en, de, fr, es], workers: 1}\n"
         "  runner: {workers: 1}\n"  # one part at a time: the lightest load, and langdetect's first load is not thread-safe
+        "pretrain: {model: {d_model: 16, n_heads: 2, n_layers: 1}, block_size: 16, train: {max_steps: 2, batch_size: 2}}\n"  # the pipeline trains too: a 2-step model
     )
     data_root = tmp / "shared"
     server.cli("work-pool", "create", POOL, "--type", "process")
@@ -162,7 +164,7 @@ def deploy(server: LiveServer, tmp: Path) -> Deployed:
     with server.settings(), get_client(sync_client=True) as client:
         flows = {f.id: f.name for f in client.read_flows()}
         names = {f"{flows[d.flow_id]}/{d.name}": d.id for d in client.read_deployments()}
-    return Deployed(server, data_root, names)
+    return Deployed(server, config, data_root, names)
 
 
 def wait_final(server: LiveServer, flow_run_id: UUID, timeout: float = 300):
