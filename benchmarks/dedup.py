@@ -14,8 +14,8 @@
    documents (24-40 words from the sample's vocabulary) of which 5% are exact copies (case and
    spacing changed) and 5% near copies (last word replaced, dropped or one appended) of earlier
    documents; the removed set is checked against the copies made. Per-shard steps run on
-   `--workers` processes, as a Dask or process runner would; peak memory is the sum of the
-   resident sets of this process and its workers, sampled every 0.1 s.
+   `--workers` processes, as a Dask or process runner would. It runs in a fresh process; peak
+   memory is the sum of the resident sets of that process and its workers, sampled every 0.1 s.
 
     python -m benchmarks.dedup [--families 300] [--unrelated 600] [--speed-docs 800] [--scale-docs 1000000]
 
@@ -360,7 +360,7 @@ def scale(work: Path, cfg: DedupConfig, n: int, workers: int) -> dict:
         "docs": n,
         "seconds": round(elapsed, 1),
         "peak_rss_mb": round(rss.peak / 2**20),
-        "max_rss_mb_main": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "max_rss_mb_cluster_process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "workers": workers,
         "step_seconds": seconds,
         "cluster_step_seconds": summary["seconds"],
@@ -395,7 +395,9 @@ def main() -> None:
         result.update(speed(docs[: args.speed_docs], cfg))
         print("speed", json.dumps({k: result[k] for k in ("ratio", "ratio_vs_bulk")}), flush=True)
         if args.scale_docs:
-            result["scale"] = scale(work, cfg, args.scale_docs, args.workers)
+            # a fresh process: its memory is the stage's, not what the quality run left behind
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver")) as pool:
+                result["scale"] = pool.submit(scale, work, cfg, args.scale_docs, args.workers).result()
             result.update({k: result["scale"][k] for k in ("docs", "seconds", "peak_rss_mb")})
     result["config"] = cfg.model_dump(mode="json")
     print(json.dumps(result))
