@@ -22,10 +22,11 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import StateType
-from test_data_flow import stage_of, task_runs
 
+from flows.serve import load_deployments
 from live_prefect import wait_final
 from tasks.common import FAIL_ENV
+from test_data_flow import stage_of, task_runs
 
 FAILING = "language"
 BEFORE = {"ingest", "clean"}  # the stages that finish before it
@@ -81,6 +82,20 @@ def _upcoming(client, deployment_id, timeout: float = 60) -> list[datetime]:
         if len(runs) >= 3 or time.monotonic() > deadline:
             return sorted(r.expected_start_time for r in runs)
         time.sleep(1)
+
+
+def test_serve_serves_what_prefect_deploy_deployed(deployed):
+    """`llmpipe serve` reads the same prefect.yaml: same parameters, schedules and limits, no work pool."""
+    served = {d.name: d for d, _ in load_deployments(config=str(deployed.config), data_root=str(deployed.data_root))}
+    with deployed.server.settings(), get_client(sync_client=True) as client:
+        for deployment_id in deployed.deployments.values():
+            server_side = client.read_deployment(deployment_id)
+            local = served[server_side.name]
+            assert local.parameters == server_side.parameters
+            assert [s.schedule for s in local.schedules] == [s.schedule for s in server_side.schedules]
+            limit = server_side.global_concurrency_limit
+            assert local.concurrency_limit == (limit.limit if limit else None)
+            assert local.work_pool_name is None
 
 
 def test_worker_runs_the_triggered_pipeline(deployed, pipeline_run):
