@@ -47,12 +47,14 @@ def test_schedules_and_parameters_are_deployed(deployed):
     with deployed.server.settings(), get_client(sync_client=True) as client:
         nightly = client.read_deployment(deployed.deployments["pipeline/nightly"])
         refresh = client.read_deployment(deployed.deployments["data/refresh"])
+        pretrain = client.read_deployment(deployed.deployments["pretrain/on-demand"])
         upcoming = _upcoming(client, nightly.id)
     [cron] = nightly.schedules
     assert (cron.schedule.cron, cron.schedule.timezone, cron.active) == ("0 2 * * *", "UTC", True)
     assert nightly.global_concurrency_limit.limit == 1
     assert [s.schedule.interval for s in refresh.schedules] == [timedelta(hours=6)]
     assert refresh.global_concurrency_limit is None
+    assert pretrain.schedules == [] and pretrain.global_concurrency_limit.limit == 1
 
     now = datetime.now(timezone.utc)
     assert len(upcoming) >= 3
@@ -65,6 +67,8 @@ def test_schedules_and_parameters_are_deployed(deployed):
     assert source["path"] == str(deployed.data_root.parent / "corpus")
     assert nightly.parameters["data_root"] == str(deployed.data_root)
     assert refresh.parameters["config"] == nightly.parameters["config"]["data"]
+    assert pretrain.parameters["config"] == nightly.parameters["config"]["pretrain"]
+    assert "tokens_manifest" in pretrain.parameter_openapi_schema["required"]  # given when triggered
     schema = nightly.parameter_openapi_schema
     assert schema["required"] == ["config"]
     language = schema["definitions"]["LanguageConfig"]["properties"]
