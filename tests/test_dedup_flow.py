@@ -17,7 +17,7 @@ from llmcore.data.language import detect_languages
 from llmcore.manifest import file_sha256
 from tasks.common import FAIL_ENV
 from tasks.dedup import CLUSTER_FAIL
-from tests.test_data_flow import task_runs
+from test_data_flow import task_runs
 
 SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample" / "docs"
 
