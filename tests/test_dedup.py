@@ -19,6 +19,7 @@ from llmcore.data.dedup.cluster import UnionFind, near_representatives, size_his
 from llmcore.data.dedup.grouping import Grouper
 from llmcore.data.dedup.lsh import bucket_pairs, candidate_probability, lsh_params
 from llmcore.data.dedup.minhash import Signer
+from llmcore.data.dedup.steps import SignatureStore
 from llmcore.data.dedup.text import normalize, shingles, words
 from llmcore.data.stage import StageDir
 from llmcore.manifest import file_sha256
@@ -303,6 +304,12 @@ def test_output_is_deterministic_across_runs_sharding_and_sort_memory(tmp_path, 
     for part in ("part-00000", "part-00002"):
         a, b = (tmp_path / x / "dedup" / "key" / "signatures" / f"{part}.npy" for x in "ab")
         assert file_sha256(a) == file_sha256(b)
+    sizes = [min(25, len(docs) - i) for i in range(0, len(docs), 25)]
+    parts = [f"part-{i:05d}" for i in range(len(sizes))]
+    store = SignatureStore(tmp_path / "a" / "dedup" / "key", parts, sizes, 256)
+    everything = np.concatenate([store.part(s) for s in range(len(parts))])
+    picks = np.array([79, 0, 3, 79, 26, len(docs) - 1])
+    assert np.array_equal(store.rows(picks), everything[picks])
     spilled, _, _ = run_stage(tmp_path / "c", docs, DedupConfig(sort_memory_mb=1), shard_rows=7)
     resharded, _, _ = run_stage(tmp_path / "d", docs, DedupConfig(), shard_rows=1000)
     assert fates(first) == fates(spilled) == fates(resharded)

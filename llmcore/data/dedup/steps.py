@@ -17,6 +17,7 @@ duplicate otherwise; every removed document points at the kept document of its c
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -82,14 +83,15 @@ def sign_part(stage_path: Path, part: str, shard: Path, cfg: DedupConfig) -> Pat
 
 
 class SignatureStore:
-    """All parts' signatures: a part read whole when scanned, single rows memory-mapped when asked for."""
+    """All parts' signatures, read from disk: a part whole when scanned, single rows when asked for
+    (with pread, not a memory map, whose read-around would keep most of the files resident)."""
 
     def __init__(self, stage_path: Path, parts: list[str], sizes: list[int], num_perm: int):
         self.paths = [Path(stage_path) / SIGNATURES / f"{p}.npy" for p in parts]
         self.num_perm = num_perm
         self.offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
         self.batch = max(1, SIGNATURE_BATCH_BYTES // (4 * num_perm))
-        self._maps: dict[int, np.ndarray] = {}
+        self._data_offsets: dict[int, int] = {}
 
     def part(self, s: int) -> np.ndarray:
         return np.load(self.paths[s])  # read, not mapped: scanned pages do not stay resident
@@ -97,12 +99,29 @@ class SignatureStore:
     def rows(self, docs: np.ndarray) -> np.ndarray:
         out = np.empty((len(docs), self.num_perm), dtype=np.uint32)
         shard = np.searchsorted(self.offsets, docs, side="right") - 1
-        for s in np.unique(shard):
-            if s not in self._maps:
-                self._maps[s] = np.load(self.paths[s], mmap_mode="r")
-            sel = shard == s
-            out[sel] = self._maps[s][docs[sel] - self.offsets[s]]
+        width = 4 * self.num_perm
+        for s in np.unique(shard).tolist():
+            where = np.flatnonzero(shard == s)
+            start = self._data_offset(s)
+            fd = os.open(self.paths[s], os.O_RDONLY)
+            try:
+                data = b"".join(
+                    os.pread(fd, width, start + r * width) for r in (docs[where] - self.offsets[s]).tolist()
+                )
+            finally:
+                os.close(fd)
+            out[where] = np.frombuffer(data, dtype=np.uint32).reshape(-1, self.num_perm)
         return out
+
+    def _data_offset(self, s: int) -> int:
+        """Where the array starts in part s's .npy file (after its header)."""
+        if s not in self._data_offsets:
+            with open(self.paths[s], "rb") as fh:
+                major, _ = np.lib.format.read_magic(fh)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                read_header(fh)
+                self._data_offsets[s] = fh.tell()
+        return self._data_offsets[s]
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         out = np.empty(len(a))
