@@ -28,8 +28,8 @@ PREFECT_FILE = PROJECT_DIR / "deployments" / "prefect.yaml"
 STEP_ID = "llmpipe"  # the build step's id in prefect.yaml, whose outputs it uses as {{ llmpipe.* }}
 
 
-def deploy_settings(config: str = "", data_root: str = "") -> dict:
-    """prefect.yaml's build step: the validated config (paths absolute) and the shared root.
+def deploy_settings(config: str = "", data_root: str = "", project_dir: str = "") -> dict:
+    """prefect.yaml's build step: the validated config (paths absolute), the shared root, the code's place.
 
     Empty arguments (an unset environment variable in prefect.yaml) mean the defaults.
     """
@@ -38,7 +38,7 @@ def deploy_settings(config: str = "", data_root: str = "") -> dict:
         "config": load_config(config or DEFAULT_CONFIG).model_dump(mode="json"),
         "data_root": str(root),
         "results_dir": str(results_dir(root)),
-        "project_dir": str(PROJECT_DIR),
+        "project_dir": project_dir or str(PROJECT_DIR),
     }
 
 
