@@ -77,7 +77,7 @@ class LiveServer:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # the server and the uvicorn process it started
+            os.killpg(self.proc.pid, signal.SIGTERM)  # its process group: the server and what it started
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
