@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
 from flows.data import data_flow
 from llmcore.config import DataConfig, IngestConfig, LanguageConfig, RunnerConfig, SourceConfig
@@ -92,7 +92,11 @@ def test_a_finished_stage_is_cached(runs):
     assert dedup_states(runs["again"]) == {"signature": {"Cached"}, "cluster": {"Cached"}, "filter": {"Cached"}}
     with get_client(sync_client=True) as client:
         [artifact] = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["dedup-clusters"])), limit=1
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["dedup-clusters"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[runs["again"].state_details.flow_run_id]),
+            ),
+            limit=1,
         )
     assert artifact.type == "table"
     assert {"size": "2", "clusters": 6, "documents": 12} in json.loads(artifact.data)
