@@ -11,7 +11,7 @@ from .attention import KVCache
 from .config import TransformerConfig
 from .layers import ACTIVATIONS, Stack, norm
 from .linear import Linear, linear
-from .losses import causal_lm_loss, masked_lm_loss, nsp_loss, seq2seq_loss
+from .losses import IGNORE, causal_lm_loss, masked_lm_loss, nsp_loss, seq2seq_loss
 from .positions import RelativePositionBias
 
 
@@ -145,7 +145,7 @@ class EncoderDecoder(Transformer):
             raise ValueError("decoder_start_token_id and pad_token_id are needed to build decoder inputs from labels")
         start = labels.new_full((labels.shape[0], 1), cfg.decoder_start_token_id)
         shifted = torch.cat((start, labels[:, :-1]), dim=1)
-        return shifted.masked_fill(shifted == -100, cfg.pad_token_id)
+        return shifted.masked_fill(shifted == IGNORE, cfg.pad_token_id)
 
 
 def build_model(cfg: TransformerConfig) -> Transformer:
