@@ -19,7 +19,7 @@ from llmcore.data.dedup.cluster import UnionFind, near_representatives, size_his
 from llmcore.data.dedup.grouping import Grouper
 from llmcore.data.dedup.lsh import bucket_pairs, candidate_probability, lsh_params
 from llmcore.data.dedup.minhash import Signer
-from llmcore.data.dedup.steps import SignatureStore
+from llmcore.data.dedup.store import SignatureStore
 from llmcore.data.dedup.text import normalize, shingles, words
 from llmcore.data.stage import StageDir
 from llmcore.manifest import file_sha256

@@ -10,14 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+from test_data_flow import task_runs
 
 from flows.data import data_flow
 from llmcore.config import DataConfig, IngestConfig, LanguageConfig, RunnerConfig, SourceConfig
-from llmcore.data.language import detect_languages
 from llmcore.manifest import file_sha256
 from tasks.common import FAIL_ENV
 from tasks.dedup import CLUSTER_FAIL
-from test_data_flow import task_runs
 
 SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample" / "docs"
 
@@ -32,8 +31,6 @@ def corpus(tmp_path_factory) -> Path:
     rows += [{"text": " ".join(texts[i].split()[:-3] + ["edited", "closing", "words"])} for i in (2, 6, 10)]
     path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    # langdetect's profiles load once here: two language threads loading them at once race (not thread-safe yet)
-    detect_languages(["warm up"], 100, workers=1)
     return path
 
 

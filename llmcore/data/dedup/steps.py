@@ -17,7 +17,6 @@ duplicate otherwise; every removed document points at the kept document of its c
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -35,13 +34,13 @@ from llmcore.data.dedup.cluster import (
 )
 from llmcore.data.dedup.grouping import Grouper
 from llmcore.data.dedup.lsh import band_keys, bucket_pairs, lsh_params, s_curve
-from llmcore.data.dedup.minhash import Signer, similarity
+from llmcore.data.dedup.minhash import Signer
+from llmcore.data.dedup.store import SIGNATURES, SignatureStore, signature_file
 from llmcore.data.stage import StageDir, read_rows
 from llmcore.manifest import atomic_write_json, commit_file, temp_path_for
 
-SIGNATURES, CLUSTERS, SUMMARY = "signatures", "clusters", "summary.json"
+CLUSTERS, SUMMARY = "clusters", "summary.json"
 EXACT, NEAR = "exact_duplicate", "near_duplicate"
-SIGNATURE_BATCH_BYTES = 64 << 20  # signatures compared or split per numpy call
 REMOVED = pa.schema(
     [("row", pa.int32()), ("reason", pa.string()), ("representative", pa.string()), ("similarity", pa.float32())]
 )
@@ -65,7 +64,7 @@ def _commit_parquet(table: pa.Table, path: Path) -> None:
 def sign_part(stage_path: Path, part: str, shard: Path, cfg: DedupConfig) -> Path:
     texts = pq.read_table(shard, columns=["text"]).column("text").to_pylist()
     signed = Signer(cfg.num_perm, cfg.seed, cfg.ngram).sign(texts)
-    npy = Path(stage_path) / SIGNATURES / f"{part}.npy"
+    npy = signature_file(stage_path, part)
     npy.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(npy)
     with open(tmp, "wb") as fh:
@@ -80,54 +79,6 @@ def sign_part(stage_path: Path, part: str, shard: Path, cfg: DedupConfig) -> Pat
     }
     _commit_parquet(pa.table(meta), marker)
     return marker
-
-
-class SignatureStore:
-    """All parts' signatures, read from disk: a part whole when scanned, single rows when asked for
-    (with pread, not a memory map, whose read-around would keep most of the files resident)."""
-
-    def __init__(self, stage_path: Path, parts: list[str], sizes: list[int], num_perm: int):
-        self.paths = [Path(stage_path) / SIGNATURES / f"{p}.npy" for p in parts]
-        self.num_perm = num_perm
-        self.offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
-        self.batch = max(1, SIGNATURE_BATCH_BYTES // (4 * num_perm))
-        self._data_offsets: dict[int, int] = {}
-
-    def part(self, s: int) -> np.ndarray:
-        return np.load(self.paths[s])  # read, not mapped: scanned pages do not stay resident
-
-    def rows(self, docs: np.ndarray) -> np.ndarray:
-        out = np.empty((len(docs), self.num_perm), dtype=np.uint32)
-        shard = np.searchsorted(self.offsets, docs, side="right") - 1
-        width = 4 * self.num_perm
-        for s in np.unique(shard).tolist():
-            where = np.flatnonzero(shard == s)
-            start = self._data_offset(s)
-            fd = os.open(self.paths[s], os.O_RDONLY)
-            try:
-                data = b"".join(
-                    os.pread(fd, width, start + r * width) for r in (docs[where] - self.offsets[s]).tolist()
-                )
-            finally:
-                os.close(fd)
-            out[where] = np.frombuffer(data, dtype=np.uint32).reshape(-1, self.num_perm)
-        return out
-
-    def _data_offset(self, s: int) -> int:
-        """Where the array starts in part s's .npy file (after its header)."""
-        if s not in self._data_offsets:
-            with open(self.paths[s], "rb") as fh:
-                major, _ = np.lib.format.read_magic(fh)
-                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-                read_header(fh)
-                self._data_offsets[s] = fh.tell()
-        return self._data_offsets[s]
-
-    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        out = np.empty(len(a))
-        for i in range(0, len(a), self.batch):
-            out[i : i + self.batch] = similarity(self.rows(a[i : i + self.batch]), self.rows(b[i : i + self.batch]))
-        return out
 
 
 def cluster(stage_path: Path, parts: list[str], shards: list[Path], cfg: DedupConfig) -> dict:
