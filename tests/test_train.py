@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llmcore.config import TrainConfig
+from llmcore.config import ConfigError, TrainConfig, load_config
 from llmcore.model import GPT, TransformerConfig
 from llmcore.model import families
 from llmcore.train import checkpoint
@@ -28,11 +28,12 @@ def root(tmp_path_factory):
 
 @pytest.mark.parametrize("family", ["gpt", "bert", "t5"])
 def test_each_family_loss_falls(root, tmp_path, family):
-    summary = run(job(stage(root, family), tmp_path, tiny(family, eval_every=5, keep_checkpoints=1)))
+    summary = run(job(stage(root, family), tmp_path, tiny(family, keep_checkpoints=1)))
     vals = [e["val_loss"] for e in events(tmp_path, "eval")]
     train = [e["loss"] for e in events(tmp_path, "train")]
-    assert len(vals) == 8 and vals[-1] < vals[0] - 0.3, vals
-    assert train[-1] < train[0] - 0.3, train
+    # (the validation loss wobbles: the loader reads one shard, here one language, at a time)
+    assert len(vals) == 4 and min(vals) < vals[0] - 0.2 and vals[-1] < vals[0], vals
+    assert train[-1] < train[0] - 0.4, train
     assert summary["step"] == 40 and summary["reason"] == "max_steps"
     # the last checkpoint and the best one are kept, each complete and loadable without pickle
     kept = {s for s, _ in checkpoint.valid(tmp_path)}
@@ -102,3 +103,24 @@ def test_no_decay_for_norms_biases_embeddings_and_schedules():
     assert lr_factor(60, cfg.model_copy(update={"schedule": "linear"})) == pytest.approx(0.55)
     assert lr_factor(100, cfg.model_copy(update={"schedule": "constant"})) == 1.0
     assert math.isclose(lr_factor(35, cfg), 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.25)))
+
+
+def test_accumulation_and_activation_checkpointing_give_the_same_losses(root, tmp_path):
+    """4 x 2 micro-batches with layers recomputed in the backward == batches of 8: the same examples, the same
+    mean loss, the same updates (CPU, deterministic)."""
+    plain = tiny(max_steps=6, log_every=1, eval_every=100, deterministic=True)
+    split = tiny(max_steps=6, log_every=1, eval_every=100, deterministic=True, batch_size=4, grad_accum=2,
+                 activation_checkpointing=True)
+    run(job(stage(root, "gpt"), tmp_path / "plain", plain))
+    run(job(stage(root, "gpt"), tmp_path / "split", split))
+    a, b = ([e["loss"] for e in events(tmp_path / name, "train")] for name in ("plain", "split"))
+    assert len(a) == 6 and a == pytest.approx(b, abs=1e-5)
+    assert events(tmp_path / "split", "start")[0]["tokens_per_step"] == 8 * 32
+
+
+def test_pipeline_config_refuses_a_model_family_its_tokenizer_cannot_serve(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data:\n  ingest: {sources: [{name: s, format: jsonl, path: x.jsonl}]}\n  language: {allowed: [en]}\n"
+                   "pretrain: {model: {family: bert}}\n")
+    with pytest.raises(ConfigError, match="pretrain.model.family is 'bert' but data.tokenizer.family is 'gpt'"):
+        load_config(cfg)

