@@ -183,3 +183,5 @@ def test_generate_rejects_an_encoder_and_bad_arguments():
         generate(tiny("bert"), torch.ones(1, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="max_new_tokens"):
         generate(tiny("gpt"), torch.ones(1, 3, dtype=torch.long), max_new_tokens=0)
+    with pytest.raises(ValueError, match="60 tokens \\+ max_new_tokens=5 exceed max_seq_len=64"):
+        generate(tiny("gpt"), torch.ones(1, 60, dtype=torch.long), max_new_tokens=5)
