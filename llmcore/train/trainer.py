@@ -116,10 +116,11 @@ class Trainer:
                 losses.append(loss)
                 tokens += step_tokens
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
                 last = self.step == cfg.max_steps
                 if self.step % cfg.log_every == 0 or last:
-                    self._log_train(sum(losses) / len(losses), lr, grad_norm, tokens / seconds)
+                    mean = torch.stack(losses).mean().item()
+                    bar.set_postfix(loss=f"{mean:.3f}", refresh=False)
+                    self._log_train(mean, lr, None if grad_norm is None else float(grad_norm), tokens / seconds)
                     losses, tokens, seconds = [], 0, 0.0
                 improved = False
                 if self.eval_batches and (self.step % cfg.eval_every == 0 or last):
@@ -139,8 +140,9 @@ class Trainer:
             bar.close()
             self.close()
 
-    def train_step(self) -> tuple[float, float, float | None, int]:
-        """One optimizer step over grad_accum micro-batches: (loss, lr, grad norm, tokens in all ranks)."""
+    def train_step(self) -> tuple[torch.Tensor, float, torch.Tensor | None, int]:
+        """One optimizer step over grad_accum micro-batches: (loss, lr, grad norm, tokens in all ranks); loss and
+        norm stay on the device, so that a GPU step does not wait for the host unless it must (`_checks`)."""
         cfg = self.cfg
         total, tokens = torch.zeros((), device=self.device), 0
         for micro in range(cfg.grad_accum):
@@ -151,14 +153,14 @@ class Trainer:
                     loss = self.model(**batch).loss
                 self.scaler.scale(loss / cfg.grad_accum).backward()
             total += loss.detach()
-        loss = all_reduce(total / cfg.grad_accum).item()  # one sync per step: NaN is caught before it lands
-        if not math.isfinite(loss):
-            self._stop_non_finite(loss)
+        loss = all_reduce(total / cfg.grad_accum)
+        if self._checks(self.step + 1) and not math.isfinite(value := loss.item()):
+            self._stop_non_finite(value)
         self.scaler.unscale_(self.optimizer)
         grad_norm = None
         if cfg.grad_clip:
-            norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.grad_clip)
-            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # a DTensor under FSDP
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.grad_clip)
+            grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # a DTensor under FSDP
         lr = self.optimizer.param_groups[0]["lr"]
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -189,6 +191,14 @@ class Trainer:
                   bad_evals=self.bad_evals, patience=es.patience)
         return improved
 
+    def _checks(self, step: int) -> bool:
+        """Whether step `step` reads its loss on the host, before its optimizer step, to stop on NaN: every step on
+        a CPU (where it is free); on a GPU the steps that log, evaluate or save, so no checkpoint ever holds
+        weights that a non-finite loss touched, and the GPU does not wait for the host in between."""
+        cfg = self.cfg
+        return (self.device.type == "cpu" or step == cfg.max_steps
+                or any(step % n == 0 for n in (cfg.log_every, cfg.eval_every, cfg.checkpoint_every)))
+
     def _patience_spent(self) -> bool:
         patience = self.cfg.early_stopping.patience
         return patience is not None and self.bad_evals >= patience
@@ -201,7 +211,9 @@ class Trainer:
         return self._to_device(batch)
 
     def _to_device(self, batch: dict) -> dict[str, torch.Tensor]:
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if self.device.type == "cuda":  # from pinned memory the copy is asynchronous
+            return {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in batch.items()}
+        return batch
 
     @contextmanager
     def _grad_sync(self, sync: bool):
@@ -225,8 +237,8 @@ class Trainer:
 
     def _stop_non_finite(self, loss: float) -> None:
         last = checkpoint.latest(self.run_dir)
-        message = (f"the training loss is {loss} at step {self.step + 1}; stopped before the optimizer step, so no "
-                   f"checkpoint holds those weights. Last good checkpoint: {last or 'none yet'}. Lower train.lr, raise "
+        message = (f"the training loss is {loss} at step {self.step + 1}; stopped before that step's update, and no "
+                   f"checkpoint holds weights a non-finite loss touched. Last good checkpoint: {last or 'none yet'}. Lower train.lr, raise "
                    "train.warmup_steps, keep train.grad_clip set, or try train.precision: fp32; a rerun resumes from that checkpoint.")
         self.emit("error", reason="non_finite_loss", message=message)
         raise NonFiniteLoss(message)
