@@ -54,3 +54,14 @@ def pipeline_run(deployed):
     run_id = deployed.trigger("pipeline/nightly")
     deployed.server.run_worker_once()
     return wait_final(deployed.server, run_id)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run faster on one thread, and a busy 2-core machine makes OpenMP threads spin-wait."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -7,13 +7,7 @@ import torch
 from llmcore.model import BERT, GPT, EncoderDecoder, TransformerConfig, build_model, load, save
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread, and a busy 2-core machine makes OpenMP threads spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_family_defaults_and_overrides():

@@ -11,13 +11,7 @@ from llmcore.model import TransformerConfig, build_model
 V, PAD, NEVER = 48, 0, -1  # eos_token_id=-1: no token ends a row
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread, and a busy 2-core machine makes OpenMP threads spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(family, **overrides):
