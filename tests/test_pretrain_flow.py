@@ -1,5 +1,6 @@
 """The pretrain flow on a real Prefect server: a training task that crashes is retried and resumes from
-its checkpoint; the run shows up as progress, table and markdown (loss curve PNG) artifacts; a rerun is cached."""
+its checkpoint; the run shows up as progress, table and markdown (loss curve PNG) artifacts; a rerun is
+cached; in the UI of a live server, the loss curve of a deployed pipeline run is drawn."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import json
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.sorting import ArtifactSort
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, ArtifactFilterType, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, ArtifactFilterType, FlowRunFilter, FlowRunFilterId,
+                                           FlowRunFilterParentFlowRunId)
 
 from flows.pretrain import pretrain_flow
 from llmcore.manifest import file_sha256
 from tasks.train import CRASH_ENV
 from test_data_flow import task_runs
+from test_ui import _screenshot, browser, page  # noqa: F401 (the Chromium fixtures)
 from train_helpers import data_root, events, tiny
 
 
@@ -53,3 +56,17 @@ def test_crashed_training_task_is_retried_and_resumes_from_its_checkpoint(prefec
     assert again.result() == manifest_path
     [cached] = [r for r in task_runs(again.state_details.flow_run_id) if r.name.startswith("pretrain")]
     assert cached.state.name == "Cached"
+
+
+def test_the_loss_curve_shows_in_the_prefect_ui(live_server, pipeline_run, page, tmp_path, record_property):  # noqa: F811
+    """The deployed pipeline's pretrain artifact page, in headless Chromium: the embedded PNG is drawn."""
+    with live_server.settings(), get_client(sync_client=True) as client:
+        [curve] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["pretrain-loss-curve"])), sort=ArtifactSort.CREATED_DESC,
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[pipeline_run.id])))[:1]
+    page.goto(f"{live_server.url}/artifacts/artifact/{curve.id}")
+    image = page.locator("img[src^='data:image/png;base64,']")
+    image.wait_for()
+    page.wait_for_function("() => document.querySelector(\"img[src^='data:image/png']\").naturalWidth > 0")
+    assert image.evaluate("img => img.naturalWidth") >= 400
+    _screenshot(page, tmp_path, "loss-curve", record_property)

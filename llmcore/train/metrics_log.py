@@ -80,7 +80,7 @@ def plot_losses(events: list[dict], path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=90)
     if train:
-        ax.plot([e["step"] for e in train], [e["loss"] for e in train], label="train", lw=1.2)
+        ax.plot([e["step"] for e in train], [e["loss"] for e in train], ".-" if len(train) < 30 else "-", label="train", lw=1.2, ms=4)
     if val:
         ax.plot([e["step"] for e in val], [e["val_loss"] for e in val], "o-", label="validation", lw=1.5, ms=4)
     ax.set_xlabel("step")
