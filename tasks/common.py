@@ -32,14 +32,22 @@ def maybe_fail(stage: str) -> None:
         raise InjectedFailure(f"stage {stage!r} failed on purpose ({FAIL_ENV}={stage})")
 
 
-def _worth_retrying(task: Task, task_run: Any, state: Any) -> bool:
-    """A bad config or an injected failure fails the same way every time: don't wait to see it again."""
-    try:
-        state.result()
-    except (InjectedFailure, SourceError, ConfigError):
-        return False
-    except Exception:
+PERMANENT = (InjectedFailure, SourceError, ConfigError)  # fail the same way every time
+
+
+def retry_unless(*permanent: type[BaseException]):
+    """A retry condition: retry any failure but these, which would fail the same way again."""
+
+    def worth_retrying(task: Task, task_run: Any, state: Any) -> bool:
+        try:
+            state.result()
+        except permanent:
+            return False
+        except Exception:
+            return True
         return True
+
+    return worth_retrying
     return True
 
 
@@ -52,7 +60,7 @@ STAGE_TASK = dict(
     retries=2,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_jitter_factor=0.5,
-    retry_condition_fn=_worth_retrying,
+    retry_condition_fn=retry_unless(*PERMANENT),
     cache_key_fn=_part_key,
     persist_result=True,
 )

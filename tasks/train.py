@@ -28,7 +28,7 @@ from llmcore.train.checks import TrainConfigError
 from llmcore.train.distributed import torchrun_command
 from llmcore.train.metrics_log import CURVE, METRICS, describe, latest_by_step, now, read_events
 from llmcore.train.trainer import NonFiniteLoss
-from tasks.common import STAGE_TASK, maybe_fail
+from tasks.common import PERMANENT, STAGE_TASK, maybe_fail, retry_unless
 
 VERSION = 1  # part of the pretrain stage key: bump when training changes what a config produces
 CRASH_ENV = "LLMPIPE_CRASH_AT_STEP"  # tests: the first attempt dies at this step (a preempted node), the retry resumes
@@ -38,15 +38,8 @@ class InjectedCrash(RuntimeError):
     """A first attempt killed on purpose at the step in $LLMPIPE_CRASH_AT_STEP; retried like a real crash."""
 
 
-def _worth_retrying(task: Any, run: Any, state: Any) -> bool:
-    """Retry crashes; a refused configuration, NaN loss or bad shards would fail the same way again."""
-    try:
-        state.result()
-    except (TrainConfigError, NonFiniteLoss, TokenShardError):
-        return False
-    except Exception:
-        return STAGE_TASK["retry_condition_fn"](task, run, state)
-    return True
+# Retry crashes; a refused configuration, NaN loss or bad shards would fail the same way again.
+_worth_retrying = retry_unless(*PERMANENT, TrainConfigError, NonFiniteLoss, TokenShardError)
 
 
 def _crash_due(event: dict) -> bool:
