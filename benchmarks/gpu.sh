@@ -1,29 +1,27 @@
 #!/usr/bin/env bash
 # GPT-2 124M (12 layers x 768, 12 heads, block 1024, vocab 50304) trained through llmcore's Trainer on one
-# CUDA GPU for 300 steps of 32 x 1024 tokens in bf16 (torch.compile, fused AdamW, flash attention), on the
+# CUDA GPU for 300 steps of 64 x 1024 tokens in bf16 (torch.compile, fused AdamW, flash attention), on the
 # bundled sample's tokens; prints tokens/s and MFU (last line: one JSON object, benchmarks/train.py --gpu).
 #
 #   bash benchmarks/gpu.sh                  # from anywhere
-#   bash benchmarks/gpu.sh --batch 16       # extra arguments go to benchmarks/train.py
+#   bash benchmarks/gpu.sh --batch 32       # extra arguments go to benchmarks/train.py
 #
-# Installs what is missing into $VENV (default /tmp/llmpipe-venv-gpu), a venv that sees the system's
-# packages (a preinstalled CUDA torch is used as is): torch only if the one it finds has no CUDA, then
-# the few libraries llmcore imports. Offline machines: what is preinstalled must do; the script names
-# what is missing.
+# Uses python3 as it is when its torch sees a GPU (a preinstalled CUDA torch); otherwise makes a venv in
+# $VENV (default /tmp/llmpipe-venv-gpu) and installs torch there. Then installs the few libraries llmcore
+# imports that are missing. Offline machines: what is preinstalled must do; the script names what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VENV=${VENV:-${TMPDIR:-/tmp}/llmpipe-venv-gpu}
+has_cuda_torch() { "$1" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; }
 PY=python3
-if [ -x "$VENV/bin/python" ] || python3 -m venv --system-site-packages "$VENV" 2>/dev/null; then
+if ! has_cuda_torch "$PY"; then
+  VENV=${VENV:-${TMPDIR:-/tmp}/llmpipe-venv-gpu}
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   PY="$VENV/bin/python"
-else
-  echo "gpu.sh: no venv module here; installing into python3's own site-packages"
-fi
-
-if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-  echo "gpu.sh: no torch with CUDA here; installing torch (PyPI's Linux build is CUDA-enabled)"
-  "$PY" -m pip install --quiet torch || { echo "gpu.sh: could not install torch; install a CUDA build of torch first" >&2; exit 1; }
+  if ! has_cuda_torch "$PY"; then
+    echo "gpu.sh: no torch with CUDA here; installing torch into $VENV (PyPI's Linux build is CUDA-enabled)"
+    "$PY" -m pip install --quiet torch || { echo "gpu.sh: could not install torch; install a CUDA build of torch first" >&2; exit 1; }
+  fi
 fi
 declare -A PACKAGES=([numpy]=numpy [pyarrow]=pyarrow [pydantic]=pydantic [yaml]=pyyaml [safetensors]=safetensors
                      [tokenizers]=tokenizers [tqdm]=tqdm [tensorboard]=tensorboard [matplotlib]=matplotlib)

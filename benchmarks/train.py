@@ -159,9 +159,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile in the trainer")
     parser.add_argument("--no-anchor", action="store_true", help="time the trainer only (no transformers needed)")
     parser.add_argument("--gpu", action="store_true",
-                        help="GPT-2 124M (12 x 768, 12 heads, block 1024, vocab 50304), batch 32, bf16, compiled, 300 steps, no anchor")
+                        help="GPT-2 124M (12 x 768, 12 heads, block 1024, vocab 50304), batch 64, bf16, compiled, 300 steps, no anchor")
     if parser.parse_known_args()[0].gpu:  # the preset's values, unless given on the command line
-        parser.set_defaults(d_model=768, layers=12, heads=12, block=1024, batch=32, model_vocab=50304, warmup=3, steps=26,
+        parser.set_defaults(d_model=768, layers=12, heads=12, block=1024, batch=64, model_vocab=50304, warmup=3, steps=26,
                             compile=True, no_anchor=True)  # 300 steps, logged every 10; compiling in the first 40
     args = parser.parse_args()
     if args.threads:
