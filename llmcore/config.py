@@ -134,6 +134,7 @@ class DataConfig(Section):
     clean: CleanConfig = CleanConfig()
     language: LanguageConfig
     dedup: DedupConfig = DedupConfig()
+    augment: AugmentConfig = Field(default_factory=lambda: AugmentConfig(), description="back-translation and EDA (off by default)")
     tokenizer: TokenizerConfig = TokenizerConfig()
     tokenize: TokenizeConfig = TokenizeConfig()
     runner: RunnerConfig = RunnerConfig()
@@ -233,10 +234,106 @@ class PretrainConfig(Section):
         return self
 
 
+class GenerationConfig(Section):
+    """Decoding for validation metrics, evaluation and back-translation (llmcore.generate)."""
+
+    num_beams: int = Field(1, ge=1, description="1: greedy; more: beam search")
+    max_new_tokens: int = Field(64, gt=0)
+    length_penalty: float = 1.0
+    batch_size: int = Field(32, gt=0, description="examples decoded at once")
+
+
+class FreezeConfig(Section):
+    """Parameters left untouched by fine-tuning."""
+
+    embeddings: bool = Field(False, description="token and position embeddings (a tied LM head with them)")
+    first_layers: int = Field(0, ge=0, description="the first N layers of the decoder-only stack, or of the encoder")
+    encoder: bool = Field(False, description="the whole encoder of an encoder-decoder model")
+
+
+class FinetuneTaskConfig(Section):
+    """One downstream task: examples from a JSONL file (formats: llmcore/finetune/formats.py), a model to
+    start from, what to freeze, the training loop, and the decoding used for validation metrics."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="names the run: finetune/<name>-<key>")
+    task: Literal["translation", "summarization", "dialogue"]
+    path: str = Field(description="a JSONL file of the task's records")
+    source_lang: str | None = Field(None, description="translation: the source side's field, e.g. en")
+    target_lang: str | None = Field(None, description="translation: the target side's field, e.g. de")
+    init: str = Field("pretrained", description="pretrained: the pipeline's pretrain checkpoint; scratch: a new model "
+                      "(`model`, with a tokenizer trained on the task's texts); or a directory holding an llmcore or "
+                      "Hugging Face checkpoint with its tokenizer.json")
+    model: ModelConfig = Field(ModelConfig(), description="init: scratch only")
+    vocab_size: int = Field(4000, ge=300, description="init: scratch only: the tokenizer trained on the task's texts")
+    max_source_length: int = Field(64, gt=1, description="source tokens kept (incl. the task token)")
+    max_target_length: int = Field(64, gt=1, description="target tokens kept (incl. eos)")
+    validation_fraction: Fraction = 0.1
+    test_fraction: Fraction = 0.1
+    validation_examples: int = Field(100, gt=0, description="validation examples decoded at each evaluation")
+    freeze: FreezeConfig = FreezeConfig()
+    lr_scales: dict[str, float] = Field({}, description="parameter-name prefix -> multiplier of train.lr (longest prefix "
+                                        "wins), e.g. {tok_emb: 0.1, encoder: 0.5}")
+    synthetic_ratio: float = Field(0.0, ge=0.0, description="translation: back-translated pairs (data.augment) mixed in, "
+                                   "per real training pair; 0: none")
+    train: TrainConfig = TrainConfig(max_steps=200, lr=1e-3, warmup_steps=20, eval_every=50, checkpoint_every=50)
+    generation: GenerationConfig = GenerationConfig()
+
+    @model_validator(mode="after")
+    def _check_task(self) -> FinetuneTaskConfig:
+        if self.task == "translation" and not (self.source_lang and self.target_lang):
+            raise ValueError("a translation task needs source_lang and target_lang (the JSONL fields of each side)")
+        if self.task != "translation" and self.synthetic_ratio:
+            raise ValueError("synthetic_ratio mixes back-translated pairs into translation tasks only")
+        return self
+
+
+class BacktranslationConfig(Section):
+    """Synthetic translation pairs (Sennrich et al. 2016): a reverse model (target -> source) translates the
+    corpus's target-language sentences; each (synthetic source, real target) pair is marked synthetic."""
+
+    pairs: str = Field(description="the parallel JSONL that a reverse model trains on (its train split only)")
+    source_lang: str = Field(description="the forward direction's source, e.g. en")
+    target_lang: str = Field(description="the forward direction's target, e.g. de: its sentences are back-translated")
+    model: str | None = Field(None, description="a fine-tuned reverse model directory (with finetune.json); null: train one")
+    reverse: FinetuneTaskConfig | None = Field(None, description="how the reverse model trains (name, task, path and "
+                                                "languages are filled in); null: the defaults of a scratch translation task")
+    max_sentences: int = Field(1000, gt=0, description="target-language sentences back-translated")
+    min_chars: int = Field(20, gt=0)
+    max_chars: int = Field(200, gt=0)
+    paraphrase_sentences: int = Field(0, ge=0, description="source-language sentences round-tripped (source -> target "
+                                      "-> source) into paraphrase documents; needs a forward model, trained the same way")
+    generation: GenerationConfig = GenerationConfig()
+
+
+class EdaConfig(Section):
+    """EDA edits (llmcore/augment/eda.py): noisy copies of documents, marked augmented."""
+
+    copies: int = Field(1, ge=1, description="copies per chosen document")
+    fraction: Fraction = Field(0.1, description="share of documents (seeded choice) that get copies")
+    rate: Fraction = Field(0.1, description="share of a copy's words edited")
+    synonyms: str | None = Field(None, description="a word<TAB>syn1,syn2 table; default: the shipped English one")
+    seed: int = 0
+
+
+class AugmentConfig(Section):
+    backtranslation: BacktranslationConfig | None = None
+    eda: EdaConfig | None = None
+
+
+class EvaluateConfig(Section):
+    """Scoring each fine-tuned model on its task's test split (flows/evaluate.py)."""
+
+    generation: GenerationConfig = GenerationConfig(num_beams=4)
+    max_examples: int | None = Field(None, gt=0, description="test examples scored per task; null: all")
+    examples_shown: int = Field(5, ge=0, description="example outputs per task in the markdown artifact")
+
+
 class PipelineConfig(Section):
     name: str = "llmpipe"
     data: DataConfig
     pretrain: PretrainConfig = PretrainConfig()
+    finetune: list[FinetuneTaskConfig] = Field([], description="downstream tasks, each fine-tuned from the pretrained model")
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     @model_validator(mode="after")
     def _check_families(self) -> PipelineConfig:
@@ -286,8 +383,13 @@ def _resolve_paths(raw: dict, base: Path) -> None:
         if isinstance(src, dict) and isinstance(src.get("path"), str) and not Path(src["path"]).is_absolute():
             src["path"] = str(base / src["path"])
     tokenizer = (raw.get("data") or {}).get("tokenizer") or {}
-    if isinstance(tokenizer.get("path"), str) and not Path(tokenizer["path"]).is_absolute():
-        tokenizer["path"] = str(base / tokenizer["path"])
+    backtranslation = ((raw.get("data") or {}).get("augment") or {}).get("backtranslation") or {}
+    eda = ((raw.get("data") or {}).get("augment") or {}).get("eda") or {}
+    tasks = [t for t in raw.get("finetune") or [] if isinstance(t, dict)]
+    for section, key in [(tokenizer, "path"), (backtranslation, "pairs"), (backtranslation, "model"), (eda, "synonyms"),
+                         *((t, "path") for t in tasks), *((t, "init") for t in tasks if t.get("init") not in ("pretrained", "scratch"))]:
+        if isinstance(section, dict) and isinstance(section.get(key), str) and not Path(section[key]).is_absolute():
+            section[key] = str(base / section[key])
 
 
 def _explain(path: Path, root: yaml.Node | None, exc: ValidationError) -> str:

@@ -250,3 +250,17 @@ def collate_prompts(prompts: Sequence[Sequence[int]], pad_id: int) -> dict[str, 
         "input_ids": torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts]),
         "attention_mask": torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts]),
     }
+
+
+def collate_sources(sources: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded encoder inputs for `llmcore.generate.generate` on an encoder-decoder model."""
+    return {"input_ids": _tensor(_pad(sources, pad_id)), "attention_mask": _tensor(_pad([[1] * len(s) for s in sources], 0))}
+
+
+def task_examples(cfg) -> dict[str, list[Example]]:
+    """The train / validation / test examples of a `FinetuneTaskConfig`."""
+    if cfg.task == "translation":
+        examples = load_translation(cfg.path, cfg.source_lang, cfg.target_lang)
+    else:
+        examples = load_summarization(cfg.path) if cfg.task == "summarization" else load_dialogue(cfg.path)
+    return split(examples, cfg.validation_fraction, cfg.test_fraction)
