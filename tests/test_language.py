@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 from langdetect import DetectorFactory, detect_langs
 
 from llmcore.config import LanguageConfig
-from llmcore.data.language import UNKNOWN, detect_languages
+from llmcore.data.language import BATCH, UNKNOWN, detect_languages
 from llmcore.data.parts import language_part
 from llmcore.data.stage import StageDir, read_rows
 
@@ -46,7 +46,8 @@ def test_labels_of_real_documents():
 
 
 def test_deterministic_and_parallel_equals_serial():
-    texts = [d["text"] for d in sample(50)]
+    texts = [d["text"] for d in sample(150)]
+    assert len(texts) > BATCH  # several batches: the pool's worker takes some
     serial = detect_languages(texts, prefix_chars=300, seed=7, workers=1)
     assert detect_languages(texts, prefix_chars=300, seed=7, workers=1) == serial
     assert detect_languages(texts, prefix_chars=300, seed=7, workers=2) == serial

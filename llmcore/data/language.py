@@ -1,46 +1,73 @@
-"""Language identification with langdetect, deterministic, vectorised and parallel.
+"""Language identification with langdetect's model and algorithm: deterministic, vectorised, parallel.
 
-langdetect samples n-grams at random, so its answer changes from call to call unless the
-factory's seed is fixed; we fix it. Its time goes to two pure-Python loops: n-gram extraction (one
-Unicode-block lookup per character) and the sampling trials (55 multiplications per sampled
-n-gram). `_Detector` keeps langdetect's profiles, algorithm and random-number sequence, and runs
-those loops with a per-character cache and numpy over blocks of samples. Documents are spread
-over worker processes (threads would queue on the GIL), and only a bounded prefix is classified.
+langdetect samples n-grams at random, so its answer changes from call to call unless the seed is
+fixed; we fix it. Its time goes to per-character Python loops (text cleaning, n-gram extraction)
+and to the sampling trials (55 multiplications per sampled n-gram, one document at a time). Here
+the text is cleaned with regexes and a translate table, n-grams are cached per word, and the trials
+of all documents of a batch run in lockstep on numpy arrays. The random draws are the same 32-bit
+words of Python's Mersenne Twister that langdetect's `random.Random(seed)` consumes, and every
+float operation is langdetect's, in its order: the answers are langdetect's, bit for bit.
+Batches are spread over worker processes (threads would queue on the GIL), and only a bounded
+prefix of each document is classified.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import multiprocessing
 import os
-import threading
+import random
+import re
+from array import array
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
+from itertools import repeat
+from pathlib import Path
 
 import numpy as np
-from langdetect import detector_factory
 from langdetect.detector import Detector
-from langdetect.detector_factory import init_factory
-from langdetect.lang_detect_exception import ErrorCode, LangDetectException
+from langdetect.detector_factory import PROFILES_DIRECTORY
 from langdetect.utils.ngram import NGram
 
 UNKNOWN = "und"
-CHUNK = 64  # documents per job sent to a worker: large enough to amortise the IPC
-
-
-_LOAD_LOCK = threading.Lock()  # langdetect's init_factory publishes its factory before filling it
-
-
-def _profiles() -> tuple[dict[str, int], np.ndarray]:
-    """Row index of each profile n-gram, and the (n-grams x languages) probability matrix."""
-    with _LOAD_LOCK:
-        return _load_profiles()
+BATCH = 500  # documents per job: the lockstep trials need wide batches to pay off
 
 
 @lru_cache(maxsize=1)
-def _load_profiles() -> tuple[dict[str, int], np.ndarray]:
-    init_factory()
-    word_probs = detector_factory._factory.word_lang_prob_map
-    return {w: i for i, w in enumerate(word_probs)}, np.array(list(word_probs.values()), dtype=np.float64)
+def _profiles() -> tuple[list[str], dict[str, int], np.ndarray]:
+    """langdetect's model as DetectorFactory.load_profile builds it, in its language order:
+    the languages, the row of each n-gram, and the (n-grams x languages) probability matrix."""
+    names = [f for f in os.listdir(PROFILES_DIRECTORY) if not f.startswith(".")]
+    profiles = [json.loads(Path(PROFILES_DIRECTORY, f).read_text(encoding="utf-8")) for f in names]
+    rows_of: dict[str, int] = {}
+    columns = []
+    for p in profiles:
+        rows = [rows_of.setdefault(gram, len(rows_of)) for gram in p["freq"]]
+        # every profile n-gram is 1 to 3 characters long: its frequency over that length's total
+        per_length = np.array(p["n_words"], dtype=np.float64)[[len(gram) - 1 for gram in p["freq"]]]
+        columns.append((rows, np.array(list(p["freq"].values()), dtype=np.float64) / per_length))
+    matrix = np.zeros((len(rows_of), len(profiles)))
+    for lang, (rows, probs) in enumerate(columns):
+        matrix[rows, lang] = probs
+    return [p["name"] for p in profiles], rows_of, matrix
+
+
+_SPACES = re.compile(" {2,}")
+_LATIN = re.compile("[A-z]")
+_NON_LATIN = re.compile("[\u0300-\u1dff\u1f00-\U0010ffff]")  # all but Latin Extended Additional
+
+
+def _cleaned(text: str) -> str:
+    """Detector.append then Detector.cleaning_text, without their per-character loops."""
+    text = Detector.URL_RE.sub(" ", text)
+    if "@" in text:
+        text = Detector.MAIL_RE.sub(" ", text)
+    text = _SPACES.sub(" ", NGram.normalize_vi(text)[:10000])  # 10000: Detector.max_text_length
+    non_latin = len(_NON_LATIN.findall(text))
+    if non_latin and 2 * len(_LATIN.findall(text)) < non_latin:
+        text = _LATIN.sub("", text)  # mostly non-Latin script: drop the Latin letters
+    return text
 
 
 class _Normalized(dict):
@@ -55,81 +82,125 @@ _NORMALIZED = _Normalized()
 
 
 @lru_cache(maxsize=1 << 17)
-def _word_rows(word: str, space_after: bool) -> tuple[int, ...]:
-    """NGram.add_char's state machine over one word: the profile rows of its 1-, 2- and 3-grams.
+def _word_rows(word: str, space_after: bool) -> bytes:
+    """NGram.add_char's state machine over one word: the profile rows of its 1-, 2- and 3-grams,
+    as packed int32.
 
     The state resets at every space, so a word's n-grams depend only on the word and on whether
     a space follows it: words repeat, so this is computed once per distinct word.
     """
-    rows_of, _ = _profiles()
-    rows, grams, capital = [], " ", False
-    for ch in word + " " * space_after:
-        last = grams[-1]
-        if last == " ":
-            grams = " "
-        elif len(grams) >= NGram.N_GRAM:
-            grams = grams[1:]
-        grams += ch
-        capital = ch.isupper() and (capital or last.isupper())
-        if capital:
-            continue
-        for n in range(1, min(len(grams), NGram.N_GRAM) + 1):
-            row = rows_of.get(grams[-n:])
-            if row is not None and grams[-n:] != " ":
-                rows.append(row)
-    return tuple(rows)
+    rows_of = _profiles()[1]
+    chars = " " + word + " " * space_after
+    ends = range(2, len(chars) + 1)
+    if not word[1:].islower():  # no n-grams end on the second and later capitals in a row
+        ends = [end for end in ends if not (chars[end - 1].isupper() and chars[end - 2].isupper())]
+    grams = [chars[end - n : end] for end in ends for n in range(1, min(end, NGram.N_GRAM) + 1)]
+    return array("i", [row for row in map(rows_of.get, grams) if row is not None]).tobytes()
 
 
-class _Detector(Detector):
-    """langdetect's Detector with its two hot loops rewritten; same inputs, same random draws."""
+def _ngram_rows(text: str) -> bytes:
+    """Detector._extract_ngrams: the profile row of each n-gram of the text, in order, as packed int32.
 
-    def _ngram_rows(self) -> list[int]:
-        words = self.text.translate(_NORMALIZED).split(" ")
-        last = len(words) - 1
-        return [row for i, word in enumerate(words) if word for row in _word_rows(word, i < last)]
-
-    def _detect_block(self) -> None:
-        self.cleaning_text()
-        rows = self._ngram_rows()
-        if not rows:
-            raise LangDetectException(ErrorCode.CantDetectError, "No features in text.")
-        _, matrix = _profiles()
-        n_langs = len(self.langlist)
-        total = np.zeros(n_langs)
-        self.random.seed(self.seed)
-        for _ in range(self.n_trial):
-            prob = np.array(self.prior_map) if self.prior_map is not None else np.full(n_langs, 1.0 / n_langs)
-            alpha = self.alpha + self.random.gauss(0.0, 1.0) * self.ALPHA_WIDTH
-            weight = alpha / self.BASE_FREQ
-            # langdetect checks convergence after update 1, 6, 11, ...: sample those blocks at once
-            done, block = 0, 1
-            while True:
-                picks = [self.random.choice(rows) for _ in range(block)]
-                prob *= np.prod(weight + matrix[picks], axis=0)
-                done += block
-                prob /= prob.sum()
-                if prob.max() > self.CONV_THRESHOLD or done - 1 >= self.ITERATION_LIMIT:
-                    break
-                block = 5
-            total += prob / self.n_trial
-        self.langprob = total.tolist()
+    No profile holds " " or "  ", the n-grams langdetect skips, so empty words give no rows."""
+    *words, last = _cleaned(text).translate(_NORMALIZED).split(" ")
+    return b"".join(map(_word_rows, words, repeat(True))) + _word_rows(last, False)
 
 
-def detect_one(text: str, seed: int = 0) -> tuple[str, float]:
-    """(language, probability) of the most likely language; (`und`, 0.0) for text without letters."""
-    _profiles()  # loads the 55 language profiles, once per process
-    detector = _Detector(detector_factory._factory)
-    detector.seed = seed
-    detector.append(text)
-    try:
-        best = detector.get_probabilities()[0]
-    except (LangDetectException, IndexError):
-        return UNKNOWN, 0.0
-    return best.lang, round(best.prob, 6)
+@lru_cache(maxsize=4)
+def _stream(seed: int, size: int) -> np.ndarray:
+    """The first `size` 32-bit words that random.Random(seed) draws from its Mersenne Twister."""
+    state = random.Random(seed).getstate()[1]
+    twister = np.random.MT19937()
+    twister.state = {"bit_generator": "MT19937", "state": {"key": np.array(state[:-1], np.uint32), "pos": state[-1]}}
+    return twister.random_raw(size).astype(np.int64)
 
 
-def _detect_chunk(texts: list[str], seed: int) -> list[tuple[str, float]]:
-    return [detect_one(t, seed) for t in texts]
+def _words(seed: int, at: np.ndarray) -> np.ndarray:
+    return _stream(seed, 1 << max(16, int(at.max()).bit_length()))[at]
+
+
+def _gauss_pairs(seed: int, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """random.gauss with no cached value, at each stream position: its result and the value it caches."""
+    a, b, c, d = _words(seed, pos[:, None] + np.arange(4)).T
+    u = (a >> 5) * 67108864.0 + (b >> 6)  # random(): 53 bits from two words
+    v = (c >> 5) * 67108864.0 + (d >> 6)
+    pairs = []
+    for x, y in zip((u * (1.0 / 9007199254740992.0)).tolist(), (v * (1.0 / 9007199254740992.0)).tolist()):
+        x2pi, g2rad = x * random.TWOPI, math.sqrt(-2.0 * math.log(1.0 - y))  # math: numpy's may round differently
+        pairs.append((math.cos(x2pi) * g2rad, math.sin(x2pi) * g2rad))
+    return tuple(np.array(pairs).T)
+
+
+def _choices(seed: int, pos: np.ndarray, n: np.ndarray, shift: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` calls of random.choice on sequences of lengths n from stream positions pos:
+    the indices drawn (documents x count) and the positions after them.
+
+    choice draws getrandbits(n.bit_length()), the top bits of a word (shift = 32 - n.bit_length()),
+    until it is below n."""
+    span = 4 * count + 16
+    while True:
+        drawn = _words(seed, pos[:, None] + np.arange(span)) >> shift[:, None]
+        accepted = drawn < n[:, None]
+        if (accepted.sum(axis=1) >= count).all():
+            break
+        span *= 2
+    accepted &= accepted.cumsum(axis=1) <= count
+    docs, at = np.nonzero(accepted)
+    at = at.reshape(-1, count)
+    return drawn[docs.reshape(-1, count), at], pos + at[:, -1] + 1
+
+
+def _probabilities(docs: list[bytes], seed: int) -> np.ndarray:
+    """Detector._detect_block for many documents in lockstep: (documents x languages) probabilities.
+
+    Per trial, each document draws n-grams and multiplies its probabilities by theirs, checking
+    for convergence after draw 1, 6, 11, ...; converged documents leave the batch.
+    """
+    _, _, matrix = _profiles()
+    n = np.array([len(rows) // 4 for rows in docs])
+    shift = 32 - np.frexp(n)[1]  # frexp's exponent of a positive int is its bit length
+    first = np.cumsum(n) - n  # where each document's rows start in `rows`
+    rows = np.frombuffer(b"".join(docs), dtype=np.int32)
+    n_docs, n_langs = len(docs), matrix.shape[1]
+    pos = np.zeros(n_docs, dtype=np.int64)  # next unread word of each document's random stream
+    total = np.zeros((n_docs, n_langs))
+    n_trial = 7  # Detector.n_trial
+    for trial in range(n_trial):
+        if trial % 2 == 0:  # random.gauss computes two values and caches the second for the next call
+            z, z_next = _gauss_pairs(seed, pos)
+            pos += 4
+        else:
+            z = z_next
+        weight = (Detector.ALPHA_DEFAULT + z * Detector.ALPHA_WIDTH) / Detector.BASE_FREQ
+        active = np.arange(n_docs)
+        prob = np.full((n_docs, n_langs), 1.0 / n_langs)
+        drawn, block = 0, 1
+        while active.size:
+            picks, pos[active] = _choices(seed, pos[active], n[active], shift[active], block)
+            picks += first[active, None]
+            for j in range(block):  # one multiplication per draw, in langdetect's order
+                prob *= weight[active, None] + matrix[rows[picks[:, j]]]
+            drawn += block
+            prob /= np.add.accumulate(prob, axis=1)[:, -1:]  # left-to-right, as Python's sum()
+            done = (prob.max(axis=1) > Detector.CONV_THRESHOLD) | (drawn - 1 >= Detector.ITERATION_LIMIT)
+            total[active[done]] += prob[done] / n_trial
+            active, prob = active[~done], prob[~done]
+            block = 5
+    return total
+
+
+def _detect_batch(texts: list[str], seed: int) -> list[tuple[str, float]]:
+    langs = _profiles()[0]
+    docs = [_ngram_rows(t) for t in texts]
+    found = [i for i, rows in enumerate(docs) if len(rows)]
+    results = [(UNKNOWN, 0.0)] * len(texts)  # no n-grams: langdetect raises "No features in text"
+    if found:
+        probs = _probabilities([docs[i] for i in found], seed)
+        for i, p in zip(found, probs):
+            best = int(p.argmax())  # the first of equals, as langdetect's stable sort
+            if p[best] > Detector.PROB_THRESHOLD:
+                results[i] = (langs[best], round(float(p[best]), 6))
+    return results
 
 
 @lru_cache(maxsize=4)
@@ -140,11 +211,15 @@ def _pool(workers: int) -> ProcessPoolExecutor:
 
 
 def detect_languages(texts: list[str], prefix_chars: int, seed: int = 0, workers: int = 0) -> list[tuple[str, float]]:
-    """Classify each text by its first `prefix_chars` characters, on `workers` processes (0 = all cores)."""
+    """(language, probability) of each text's most likely language, from its first `prefix_chars`
+    characters, on `workers` processes (0 = all cores); (`und`, 0.0) for text without letters."""
     prefixes = [t[:prefix_chars] for t in texts]
     workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(prefixes) <= CHUNK:
-        return _detect_chunk(prefixes, seed)
-    chunks = [prefixes[i : i + CHUNK] for i in range(0, len(prefixes), CHUNK)]
-    results = _pool(workers).map(_detect_chunk, chunks, [seed] * len(chunks))
-    return [result for chunk in results for result in chunk]
+    batches = [prefixes[i : i + BATCH] for i in range(0, len(prefixes), BATCH)]
+    if workers == 1 or len(batches) == 1:
+        return _detect_batch(prefixes, seed)
+    # This process classifies too, from the last batch back, every batch that no worker has
+    # taken yet: it starts at once, while the workers start up (about a second each).
+    futures = [_pool(workers - 1).submit(_detect_batch, batch, seed) for batch in batches]
+    ours = {i: _detect_batch(batches[i], seed) for i in reversed(range(len(batches))) if futures[i].cancel()}
+    return [result for i, future in enumerate(futures) for result in (ours[i] if i in ours else future.result())]
