@@ -90,13 +90,27 @@ def test_bad_configurations_are_refused_before_the_first_step(root, tmp_path, ch
 
 def test_no_decay_for_norms_biases_embeddings_and_schedules():
     model = GPT(TransformerConfig(vocab_size=64, d_model=16, n_heads=2, n_layers=1, max_seq_len=8))
-    decay, plain = param_groups(model, 0.1, ["norm", "bias", "embedding"])
+    decay, plain = param_groups(model, 0.1, ["norm", "bias", "embedding"], lr=1e-3)
     names = {id(p): n for n, p in model.named_parameters()}
     assert sorted(names[id(p)] for p in decay["params"]) == sorted(
         n for n, p in model.named_parameters() if p.dim() == 2 and "emb" not in n)
     assert {names[id(p)] for p in plain["params"]} >= {"tok_emb.weight", "decoder.pos_emb.weight", "decoder.ln_f.weight"}
     assert len(decay["params"]) + len(plain["params"]) == len(list(model.parameters()))  # tied LM head counted once
-    assert len(param_groups(model, 0.1, [])[1]["params"]) == 0
+    assert [g["weight_decay"] for g in param_groups(model, 0.1, [], lr=1e-3)] == [0.1]  # everything decays
+
+
+def test_lr_scales_give_parameter_groups_their_own_learning_rate():
+    model = GPT(TransformerConfig(vocab_size=64, d_model=16, n_heads=2, n_layers=2, max_seq_len=8))
+    groups = param_groups(model, 0.1, ["norm", "bias", "embedding"], lr=1e-3,
+                          lr_scales={"tok_emb": 0.1, "decoder": 0.5, "decoder.layers.1": 2.0})
+    names = {id(p): n for n, p in model.named_parameters()}
+    lr_of = {names[id(p)]: g["lr"] for g in groups for p in g["params"]}
+    assert lr_of["tok_emb.weight"] == pytest.approx(1e-4)
+    assert lr_of["decoder.layers.0.attn.qkv.weight"] == pytest.approx(5e-4)
+    assert lr_of["decoder.layers.1.attn.qkv.weight"] == pytest.approx(2e-3)  # the longest prefix wins
+    assert len(lr_of) == len(list(model.parameters()))
+    with pytest.raises(ValueError, match="match no trainable parameter"):
+        param_groups(model, 0.1, [], lr=1e-3, lr_scales={"encoder": 0.5})
     cfg = TrainConfig(max_steps=110, warmup_steps=10, min_lr_ratio=0.1)
     assert lr_factor(0, cfg) == pytest.approx(1 / 11) and lr_factor(9, cfg) == pytest.approx(10 / 11)
     assert lr_factor(10, cfg) == 1.0 and lr_factor(60, cfg) == pytest.approx(0.55) and lr_factor(110, cfg) == pytest.approx(0.1)

@@ -20,20 +20,35 @@ def param_kind(module: nn.Module, name: str) -> str:
     return "bias" if name == "bias" else "weight"
 
 
-def param_groups(model: nn.Module, weight_decay: float, no_decay: list[str]) -> list[dict]:
-    """Two AdamW groups: decayed matrices, and the kinds in `no_decay` at weight decay 0.
-    Shared (tied) parameters are listed once; frozen ones not at all."""
-    decay, plain, seen = [], [], set()
-    for module in model.modules():
+def param_groups(model: nn.Module, weight_decay: float, no_decay: list[str], lr: float,
+                 lr_scales: dict[str, float] | None = None) -> list[dict]:
+    """AdamW groups: decayed matrices and the kinds in `no_decay` (weight decay 0), each split by learning
+    rate: `lr_scales` maps a parameter-name prefix to a multiplier of `lr` (the longest matching prefix
+    wins). Shared (tied) parameters are listed once, under their first name; frozen ones not at all."""
+    lr_scales = lr_scales or {}
+    groups: dict[tuple[bool, float], list] = {}
+    seen, matched = set(), set()
+    for module_name, module in model.named_modules():
         for name, p in module.named_parameters(recurse=False):
-            if p.requires_grad and id(p) not in seen:
-                seen.add(id(p))
-                (plain if param_kind(module, name) in no_decay else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            full = f"{module_name}.{name}" if module_name else name
+            prefix = max((k for k in lr_scales if full == k or full.startswith(k + ".")), key=len, default=None)
+            matched.add(prefix)
+            key = (param_kind(module, name) not in no_decay, lr_scales.get(prefix, 1.0))
+            groups.setdefault(key, []).append(p)
+    unmatched = sorted(set(lr_scales) - matched)
+    if unmatched:
+        tops = sorted({n.split(".")[0] for n, _ in model.named_parameters()})
+        raise ValueError(f"lr_scales prefix(es) {unmatched} match no trainable parameter; names start with {tops}")
+    return [{"params": params, "weight_decay": weight_decay if decay else 0.0, "lr": lr * scale}
+            for (decay, scale), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))]
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    groups = param_groups(model, cfg.weight_decay, cfg.no_decay)
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device,
+                    lr_scales: dict[str, float] | None = None) -> torch.optim.AdamW:
+    groups = param_groups(model, cfg.weight_decay, cfg.no_decay, cfg.lr, lr_scales)
     # Fused: one pass over each parameter instead of one per operation; on a 5M-parameter GPT on one
     # AVX2 core the step took 10 ms against 49 ms with torch's default (foreach) kernels.
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=device.type in ("cuda", "cpu"))

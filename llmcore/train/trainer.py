@@ -21,7 +21,7 @@ import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Protocol
 
 import torch
 from safetensors.torch import load_file
@@ -42,6 +42,14 @@ Callback = Callable[[dict], None]
 METRICS = ("val_loss", "val_ppl")
 
 
+class Evaluator(Protocol):
+    """Extra validation metrics of the (bare) model, computed on every rank at each evaluation."""
+
+    metrics: tuple[str, ...]
+
+    def __call__(self, model: torch.nn.Module) -> dict[str, float]: ...
+
+
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the weights were not updated with it."""
 
@@ -58,11 +66,15 @@ def checkpoint_layers(model: torch.nn.Module) -> None:
 class Trainer:
     def __init__(self, model: Transformer, cfg: TrainConfig, run_dir: str | Path, train_data: Iterator[dict],
                  eval_data: Iterable[dict] | None = None, *, seq_len: int, callbacks: Iterable[Callback] = (),
-                 files: dict[str, Path] | None = None, world: World = World(), info: dict | None = None):
+                 files: dict[str, Path] | None = None, world: World = World(), info: dict | None = None,
+                 evaluator: Evaluator | None = None, lr_scales: dict[str, float] | None = None):
         """seq_len: tokens per example (for MFU); files: copied into every checkpoint (the tokenizer);
-        info: extra fields of the start event."""
-        if cfg.early_stopping.metric not in METRICS:
-            raise ValueError(f"train.early_stopping.metric {cfg.early_stopping.metric!r} is not measured; use one of {list(METRICS)}")
+        info: extra fields of the start event; evaluator: more validation metrics (BLEU from decoding, ...)
+        whose names early stopping can use; lr_scales: parameter-name prefix -> multiplier of cfg.lr."""
+        measured = [*METRICS, *(evaluator.metrics if evaluator else ())]
+        if cfg.early_stopping.metric not in measured:
+            raise ValueError(f"train.early_stopping.metric {cfg.early_stopping.metric!r} is not measured; use one of {measured}")
+        self.evaluator = evaluator
         self.cfg, self.run_dir, self.world = cfg, Path(run_dir), world
         self.seq_len, self.files, self.info = seq_len, files or {}, info or {}
         self.device = pick_device(cfg.device, world.local_rank)
@@ -77,7 +89,7 @@ class Trainer:
         self.ddp = self.model if isinstance(self.model, torch.nn.parallel.DistributedDataParallel) else None
         if cfg.compile:
             self.model = torch.compile(self.model)
-        self.optimizer = build_optimizer(self.module, cfg, self.device)
+        self.optimizer = build_optimizer(self.module, cfg, self.device, lr_scales)
         self.scheduler = build_scheduler(self.optimizer, cfg)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.train_data = train_data
@@ -180,6 +192,8 @@ class Trainer:
         all_reduce(sums, "sum")
         val_loss = (sums[0] / sums[1]).item()
         metrics = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 700.0))}
+        if self.evaluator:
+            metrics |= self.evaluator(self.module)
         es = self.cfg.early_stopping
         value = metrics[es.metric]
         improved = self.best is None or (value < self.best[0] - es.min_delta if es.mode == "min" else value > self.best[0] + es.min_delta)
