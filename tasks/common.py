@@ -48,7 +48,6 @@ def retry_unless(*permanent: type[BaseException]):
         return True
 
     return worth_retrying
-    return True
 
 
 def _part_key(context: Any, params: dict) -> str:

@@ -17,9 +17,9 @@ from typing import Iterable, Sequence
 
 from tokenizers import Tokenizer
 
-from llmcore import metrics
 from llmcore.config import FinetuneTaskConfig, GenerationConfig, PretrainConfig, TokenizerConfig
 from llmcore.finetune.batches import ExampleBatches, batched
+from llmcore.finetune.evaluate import score
 from llmcore.finetune.formats import (Example, add_task_tokens, collate_causal, collate_seq2seq, load_translation, render,
                                       task_examples)
 from llmcore.finetune.model import freeze, grow_vocab
@@ -40,15 +40,6 @@ TASK_METRICS = {"translation": ("bleu", "chrf"), "summarization": ("rouge1", "ro
                 "dialogue": ("token_f1", "distinct1", "distinct2")}
 
 
-def task_metrics(task: str, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    if task == "translation":
-        return {"bleu": metrics.bleu(predictions, references), "chrf": metrics.chrf(predictions, references)}
-    if task == "summarization":
-        return metrics.rouge(predictions, references)
-    return {"token_f1": metrics.token_f1(predictions, references),
-            "distinct1": metrics.distinct(predictions, 1), "distinct2": metrics.distinct(predictions, 2)}
-
-
 @dataclass
 class ValidationScores:
     """The Trainer's evaluator: decodes the validation examples and scores them."""
@@ -64,7 +55,7 @@ class ValidationScores:
 
     def __call__(self, model: Transformer) -> dict[str, float]:
         outputs = predict(Finetuned(model, self.tok, self.spec), self.examples, self.generation)
-        return task_metrics(self.spec.task, outputs, [ex.target for ex in self.examples])
+        return score(self.spec.task, outputs, [ex.target for ex in self.examples])
 
 
 @dataclass
