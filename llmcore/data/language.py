@@ -31,7 +31,8 @@ from langdetect.detector_factory import PROFILES_DIRECTORY
 from langdetect.utils.ngram import NGram
 
 UNKNOWN = "und"
-BATCH = 500  # documents per job: the lockstep trials need wide batches to pay off
+BATCH = 250  # documents per job: the lockstep trials need wide batches to pay off
+WINDOW = 30  # random draws per document fetched at once: most trials converge within 60
 
 
 @lru_cache(maxsize=1)
@@ -133,21 +134,20 @@ def _gauss_pairs(seed: int, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _choices(seed: int, pos: np.ndarray, n: np.ndarray, shift: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     """`count` calls of random.choice on sequences of lengths n from stream positions pos:
-    the indices drawn (documents x count) and the positions after them.
+    the indices drawn and the stream position of each (documents x count).
 
     choice draws getrandbits(n.bit_length()), the top bits of a word (shift = 32 - n.bit_length()),
     until it is below n."""
     span = 4 * count + 16
     while True:
-        drawn = _words(seed, pos[:, None] + np.arange(span)) >> shift[:, None]
+        at = pos[:, None] + np.arange(span)
+        drawn = _words(seed, at) >> shift[:, None]
         accepted = drawn < n[:, None]
         if (accepted.sum(axis=1) >= count).all():
             break
         span *= 2
     accepted &= accepted.cumsum(axis=1) <= count
-    docs, at = np.nonzero(accepted)
-    at = at.reshape(-1, count)
-    return drawn[docs.reshape(-1, count), at], pos + at[:, -1] + 1
+    return drawn[accepted].reshape(-1, count), at[accepted].reshape(-1, count)
 
 
 def _probabilities(docs: list[bytes], seed: int) -> np.ndarray:
@@ -171,21 +171,27 @@ def _probabilities(docs: list[bytes], seed: int) -> np.ndarray:
             pos += 4
         else:
             z = z_next
-        weight = (Detector.ALPHA_DEFAULT + z * Detector.ALPHA_WIDTH) / Detector.BASE_FREQ
+        weight = ((Detector.ALPHA_DEFAULT + z * Detector.ALPHA_WIDTH) / Detector.BASE_FREQ)[:, None]
         active = np.arange(n_docs)
         prob = np.full((n_docs, n_langs), 1.0 / n_langs)
-        drawn, block = 0, 1
+        drawn = 0
         while active.size:
-            picks, pos[active] = _choices(seed, pos[active], n[active], shift[active], block)
-            picks += first[active, None]
-            for j in range(block):  # one multiplication per draw, in langdetect's order
-                prob *= weight[active, None] + matrix[rows[picks[:, j]]]
-            drawn += block
-            prob /= np.add.accumulate(prob, axis=1)[:, -1:]  # left-to-right, as Python's sum()
-            done = (prob.max(axis=1) > Detector.CONV_THRESHOLD) | (drawn - 1 >= Detector.ITERATION_LIMIT)
-            total[active[done]] += prob[done] / n_trial
-            active, prob = active[~done], prob[~done]
-            block = 5
+            picks, at = _choices(seed, pos[active], n[active], shift[active], WINDOW)
+            picks = rows[picks + first[active, None]]
+            for j in range(WINDOW):
+                prob *= weight + matrix[picks[:, j]]  # one multiplication per draw, in langdetect's order
+                drawn += 1
+                if (drawn - 1) % 5:
+                    continue
+                prob /= np.add.accumulate(prob, axis=1)[:, -1:]  # left-to-right, as Python's sum()
+                done = (prob.max(axis=1) > Detector.CONV_THRESHOLD) | (drawn - 1 >= Detector.ITERATION_LIMIT)
+                if done.any():
+                    total[active[done]] += prob[done] / n_trial
+                    pos[active[done]] = at[done, j] + 1
+                    active, prob, picks, at, weight = (a[~done] for a in (active, prob, picks, at, weight))
+                    if not active.size:
+                        break
+            pos[active] = at[:, -1] + 1
     return total
 
 
