@@ -33,6 +33,14 @@ def _run(args: argparse.Namespace) -> int:
     manifests = [json.loads(Path(p).read_text()) for p in result["data"]]
     print("\nData funnel\n" + format_table(funnel(manifests)))
     print(f"\nCorpus: {Path(result['data'][-1]).parent}")
+    print(f"Pretrained model: {Path(result['pretrain'][0]).parent}")
+    if "evaluate" in result:
+        from flows.evaluate import table_rows
+
+        evaluation = json.loads(Path(result["evaluate"][0]).read_text())
+        print("\nEvaluation on held-out test examples (model beside its trivial baseline)\n"
+              + format_table(table_rows(evaluation["tasks"])))
+        print(f"\nResults: {result['evaluate'][0]}")
     return 0
 
 

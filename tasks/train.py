@@ -50,8 +50,9 @@ def _crash_due(event: dict) -> bool:
 class Reporter:
     """A trainer callback: log lines and Prefect artifacts, throttled so a fast loop does not flood the API."""
 
-    def __init__(self, run_dir: Path, every_s: float = 2.0, curve_every_s: float = 30.0):
-        self.run_dir, self.every_s, self.curve_every_s = run_dir, every_s, curve_every_s
+    def __init__(self, run_dir: Path, label: str = "pretrain", every_s: float = 2.0, curve_every_s: float = 30.0):
+        """label: what the run is (pretrain, finetune-<name>); it prefixes the artifact keys."""
+        self.run_dir, self.label, self.every_s, self.curve_every_s = run_dir, label, every_s, curve_every_s
         self.logger = get_run_logger()
         self.progress = None
         self.max_steps = 1
@@ -62,7 +63,7 @@ class Reporter:
         (self.logger.error if kind == "error" else self.logger.info)(describe(event))
         if kind == "start":
             self.max_steps = event["max_steps"]
-            self.progress = create_progress_artifact(self._percent(event), description=f"pretraining: {self.run_dir}")
+            self.progress = create_progress_artifact(self._percent(event), description=f"{self.label}: {self.run_dir}")
         elif kind == "train" and time.monotonic() - self.updated >= self.every_s:
             self._update(event)
         elif kind == "eval":
@@ -86,17 +87,17 @@ class Reporter:
         self.updated = time.monotonic()
 
     def _eval_table(self) -> None:
-        rows = [{k: e.get(k) for k in ("step", "val_loss", "val_ppl", "improved", "best_step", "bad_evals")}
+        rows = [{k: v for k, v in e.items() if k not in ("event", "time", "patience", "best_value")}
                 for e in latest_by_step(read_events(self.run_dir / METRICS)[0], "eval")]
         if rows:
-            create_table_artifact(rows, key="pretrain-eval", description=f"Evaluations of {self.run_dir}")
+            create_table_artifact(rows, key=f"{self.label}-eval", description=f"Evaluations of {self.run_dir}")
 
     def _curve(self) -> None:
         path = self.run_dir / CURVE
         if path.exists():
             png = base64.b64encode(path.read_bytes()).decode()
             create_markdown_artifact(f"## Loss curve\n\n![loss curve](data:image/png;base64,{png})\n\n`{path}`",
-                                     key="pretrain-loss-curve", description="training and validation loss against steps")
+                                     key=f"{self.label}-loss-curve", description="training and validation loss against steps")
         self.curve_shown = time.monotonic()
 
 

@@ -33,7 +33,7 @@ def freeze(model: Transformer, cfg: FreezeConfig) -> list[str]:
     """Turn off gradients as `cfg` says; returns the frozen parameters' names."""
     frozen = []
     stack = model.encoder if hasattr(model, "encoder") else model.decoder  # BERT, T5: the encoder; GPT: its decoder
-    if cfg.encoder and not hasattr(model, "decoder") or cfg.encoder and not hasattr(model, "encoder"):
+    if cfg.encoder and model.config.architecture != "encoder-decoder":
         raise ValueError("freeze.encoder needs an encoder-decoder model; use freeze.first_layers for this one")
     if cfg.first_layers > len(stack.layers):
         raise ValueError(f"freeze.first_layers is {cfg.first_layers} but the model has {len(stack.layers)} layers there")
