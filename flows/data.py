@@ -1,4 +1,4 @@
-"""The data flow: ingest -> clean -> language -> dedup -> tokenizer -> tokenize, mostly per-shard tasks.
+"""The data flow: ingest -> clean -> language -> dedup (-> augment) -> tokenizer -> tokenize, mostly per-shard tasks.
 
 Every stage's key hashes its code version, its config section and its inputs (the input files'
 size and mtime for ingest, the upstream manifest key after that), so a rerun finds finished
@@ -17,11 +17,12 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_table_artifact
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from llmcore.config import DataConfig, DedupConfig, IngestConfig, RunnerConfig, TokenizerConfig
+from llmcore.augment.backtranslate import PARAPHRASES, SYNTHETIC
+from llmcore.config import AugmentConfig, DataConfig, DedupConfig, IngestConfig, RunnerConfig, TokenizerConfig
 from llmcore.data.readers import list_inputs
 from llmcore.manifest import MANIFEST, file_sha256, stage_key
 from llmcore.report import format_table, funnel
-from tasks import dedup, tokens
+from tasks import augment, dedup, tokens
 from tasks.common import bind, finalize_stage
 from tasks.data import VERSIONS, clean_part, ingest_part, language_part
 
@@ -145,6 +146,40 @@ def dedup_stage(runner: TaskRunner, cfg: DedupConfig, data_root: str, upstream: 
                    {"dedup": summary})
 
 
+def augment_stage(runner: TaskRunner, cfg: AugmentConfig, data_root: str, upstream: dict) -> dict:
+    """Back-translation (a reverse model, trained or given, translates target-language sentences into
+    synthetic pairs; a forward model adds paraphrase round trips), then EDA copies and paraphrase
+    documents beside every document, per shard."""
+    bt = cfg.backtranslation
+    config = cfg.model_dump(mode="json")
+    inputs = [upstream["key"]]
+    if bt:
+        inputs.append(f"pairs:sha256:{file_sha256(bt.pairs)}")
+        if bt.model:
+            inputs += [f"model:{p.name}:{file_sha256(p)}" for p in sorted(Path(bt.model).iterdir()) if p.is_file()]
+    key = stage_key("augment", augment.VERSION, config, inputs)
+    upstream_dir = Path(data_root) / upstream["stage"] / upstream["key"]
+    shards = [str(upstream_dir / f["path"]) for f in upstream["files"]]
+    parts = [Path(s).stem for s in shards]
+    paraphrases, extra = None, {"synthetic": None, "pair": None}
+    if bt:
+        train = bind(augment.train_model, data_root)
+        reverse = bt.model or train(data_root, "augment", key, "reverse", bt)
+        forward = train(data_root, "augment", key, "forward", bt) if bt.paraphrase_sentences else None
+        summary = bind(augment.translate, data_root)(data_root, "augment", key, "translate", shards, bt, reverse, forward)
+        extra = {"synthetic": SYNTHETIC, "pair": [bt.source_lang, bt.target_lang],
+                 "backtranslation": json.loads(Path(summary).read_text())}
+        paraphrases = str(Path(data_root, "augment", key, PARAPHRASES)) if forward else None
+    futures = runner.map(
+        bind(augment.augment_part, data_root),
+        {
+            "data_root": unmapped(data_root), "stage": unmapped("augment"), "key": unmapped(key), "part": parts,
+            "shard": shards, "cfg": unmapped(cfg), "paraphrases": unmapped(paraphrases),
+        },
+    )
+    return _finish(futures, data_root, "augment", key, parts, config, inputs, upstream["ledger"]["rows_out"], extra)
+
+
 @flow(name="data", persist_result=True)
 def data_flow(config: DataConfig, data_root: str = DEFAULT_DATA_ROOT) -> list[str]:
     """Raw sources to a clean, deduplicated corpus and its token shards; returns the stages' manifest paths in order."""
@@ -154,8 +189,10 @@ def data_flow(config: DataConfig, data_root: str = DEFAULT_DATA_ROOT) -> list[st
         clean = shard_stage(runner, "clean", clean_part, config.clean, root, ingest)
         language = shard_stage(runner, "language", language_part, config.language, root, clean)
         deduped = dedup_stage(runner, config.dedup, root, language)
-        tokenizer, tokenized = tokenize_stage(runner, config, root, deduped)
-    manifests = [ingest, clean, language, deduped, tokenizer, tokenized]
+        augmenting = config.augment.backtranslation or config.augment.eda
+        corpus = augment_stage(runner, config.augment, root, deduped) if augmenting else deduped
+        tokenizer, tokenized = tokenize_stage(runner, config, root, corpus)
+    manifests = [ingest, clean, language, deduped, *([corpus] if augmenting else []), tokenizer, tokenized]
     rows = funnel(manifests)
     create_table_artifact(rows, key="data-funnel", description="Documents in, out, dropped and quarantined per stage")
     get_run_logger().info("Data funnel\n%s", format_table(rows))

@@ -295,14 +295,39 @@ class BacktranslationConfig(Section):
     source_lang: str = Field(description="the forward direction's source, e.g. en")
     target_lang: str = Field(description="the forward direction's target, e.g. de: its sentences are back-translated")
     model: str | None = Field(None, description="a fine-tuned reverse model directory (with finetune.json); null: train one")
-    reverse: FinetuneTaskConfig | None = Field(None, description="how the reverse model trains (name, task, path and "
-                                                "languages are filled in); null: the defaults of a scratch translation task")
+    reverse: FinetuneTaskConfig = Field(description="how the reverse model (and a paraphrase forward model) trains: "
+                                        "name, task, path and languages are filled in, init defaults to scratch; "
+                                        "omitted: the defaults of a scratch translation task")
     max_sentences: int = Field(1000, gt=0, description="target-language sentences back-translated")
     min_chars: int = Field(20, gt=0)
     max_chars: int = Field(200, gt=0)
     paraphrase_sentences: int = Field(0, ge=0, description="source-language sentences round-tripped (source -> target "
                                       "-> source) into paraphrase documents; needs a forward model, trained the same way")
     generation: GenerationConfig = GenerationConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_reverse(cls, data: Any) -> Any:
+        """A user writes only how the reverse model trains; what it translates comes from this section."""
+        if not isinstance(data, dict):
+            return data
+        reverse = data.get("reverse") or {}
+        reverse = reverse.model_dump() if isinstance(reverse, BaseModel) else dict(reverse)
+        src, tgt = data.get("source_lang"), data.get("target_lang")
+        reverse.setdefault("init", "scratch")
+        filled = {"name": f"reverse-{tgt}-{src}", "task": "translation", "path": data.get("pairs"),
+                  "source_lang": tgt, "target_lang": src}
+        return {**data, "reverse": {**reverse, **filled}}
+
+    @model_validator(mode="after")
+    def _check(self) -> BacktranslationConfig:
+        if self.source_lang == self.target_lang:
+            raise ValueError("source_lang and target_lang must differ")
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) is above max_chars ({self.max_chars})")
+        if self.reverse.init == "pretrained":
+            raise ValueError("reverse.init: the data flow runs before pretraining; use scratch or a checkpoint directory")
+        return self
 
 
 class EdaConfig(Section):

@@ -76,15 +76,23 @@ def commit_file(tmp: str | Path, path: str | Path) -> None:
 
 @dataclass
 class Ledger:
-    """Counts by fate. Invariant: rows_in == rows_out + sum(dropped.values()) + quarantined."""
+    """Counts by fate. Invariant: rows_in + sum(added.values()) == rows_out + sum(dropped.values()) + quarantined.
+
+    `added` counts rows a stage made itself, by kind (augment's EDA copies and paraphrases); it is left
+    out of the dict form while empty, so stages that only keep or drop show the four fields of DESIGN.md §3.
+    """
 
     rows_in: int = 0
     rows_out: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     quarantined: int = 0
+    added: dict[str, int] = field(default_factory=dict)
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+    def add(self, kind: str, n: int = 1) -> None:
+        self.added[kind] = self.added.get(kind, 0) + n
 
     def __add__(self, other: Ledger) -> Ledger:
         return Ledger(
@@ -92,20 +100,26 @@ class Ledger:
             self.rows_out + other.rows_out,
             dict(Counter(self.dropped) + Counter(other.dropped)),
             self.quarantined + other.quarantined,
+            dict(Counter(self.added) + Counter(other.added)),
         )
 
     def check(self, where: str) -> Ledger:
         accounted = self.rows_out + sum(self.dropped.values()) + self.quarantined
-        if accounted != self.rows_in:
-            raise AssertionError(f"{where}: ledger does not balance: {self.rows_in} in, {accounted} accounted for")
+        made = self.rows_in + sum(self.added.values())
+        if accounted != made:
+            raise AssertionError(f"{where}: ledger does not balance: {self.rows_in} in + {made - self.rows_in} added, "
+                                 f"{accounted} accounted for")
         return self
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.added:
+            del d["added"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Ledger:
-        return cls(d["rows_in"], d["rows_out"], dict(d["dropped"]), d["quarantined"])
+        return cls(d["rows_in"], d["rows_out"], dict(d["dropped"]), d["quarantined"], dict(d.get("added", {})))
 
 
 def describe_file(path: Path, root: Path, rows: int) -> dict:

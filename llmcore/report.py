@@ -1,4 +1,4 @@
-"""The data funnel: what each stage took in, kept, dropped (by reason) and quarantined."""
+"""The data funnel: what each stage took in, added, kept, dropped (by reason) and quarantined."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ def funnel(manifests: list[dict]) -> list[dict]:
     rows = []
     for m in manifests:
         ledger = m["ledger"]
-        dropped = ", ".join(f"{reason} {n}" for reason, n in sorted(ledger["dropped"].items())) or "-"
+        added = ledger.get("added", {})  # rows a stage made itself (augment), by kind
+        reasons = [*(f"{reason} {n}" for reason, n in sorted(ledger["dropped"].items())),
+                   *(f"{kind} +{n}" for kind, n in sorted(added.items()))]
+        dropped = ", ".join(reasons) or "-"
         rows.append(
             {
                 "stage": m["stage"],
                 "rows_in": ledger["rows_in"],
+                "added": sum(added.values()),
                 "rows_out": ledger["rows_out"],
                 "dropped": sum(ledger["dropped"].values()),
                 "quarantined": ledger["quarantined"],

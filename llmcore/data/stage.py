@@ -44,8 +44,8 @@ class StageDir:
         path = self.summary_path(part)
         return json.loads(path.read_text()) if path.exists() else None
 
-    def writer(self, part: str, shard_rows: int | None = None) -> PartWriter:
-        return PartWriter(self, part, shard_rows)
+    def writer(self, part: str, shard_rows: int | None = None, types: dict[str, pa.DataType] | None = None) -> PartWriter:
+        return PartWriter(self, part, shard_rows, types)
 
     def manifest(self) -> dict | None:
         return read_manifest(self.path)
@@ -90,8 +90,9 @@ class StageDir:
 class PartWriter:
     """Collects one part's kept rows, rejected rows and quarantined input, and writes them."""
 
-    def __init__(self, stage: StageDir, part: str, shard_rows: int | None):
+    def __init__(self, stage: StageDir, part: str, shard_rows: int | None, types: dict[str, pa.DataType] | None = None):
         self.stage, self.part, self.shard_rows = stage, part, shard_rows
+        self.types = types or {}  # column types fixed in every shard (a column all null in one part stays typed)
         self.ledger = Ledger()
         self._kept: list[dict] = []
         self._rejected: list[dict] = []
@@ -101,6 +102,14 @@ class PartWriter:
 
     def keep(self, row: dict) -> None:
         self.ledger.rows_in += 1
+        self._output(row)
+
+    def add(self, row: dict, kind: str) -> None:
+        """A row the stage made itself (an augmented copy): counted as added, by kind, not as read."""
+        self.ledger.add(kind)
+        self._output(row)
+
+    def _output(self, row: dict) -> None:
         self.ledger.rows_out += 1
         self._kept.append(row)
         if self.shard_rows and len(self._kept) >= self.shard_rows:
@@ -136,7 +145,7 @@ class PartWriter:
     def _flush_kept(self) -> None:
         if self._kept:
             path = self.stage.path / self._shard_name(len(self.files))
-            self.files.append(_write_parquet(self._kept, path, self.stage.path))
+            self.files.append(_write_parquet(self._kept, path, self.stage.path, self.types))
             self._kept = []
 
     def finish(self, info: dict | None = None) -> dict:
@@ -160,10 +169,14 @@ class PartWriter:
         return summary
 
 
-def _write_parquet(rows: list[dict], path: Path, root: Path) -> dict:
+def _write_parquet(rows: list[dict], path: Path, root: Path, types: dict[str, pa.DataType] | None = None) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(path)
-    pq.write_table(pa.Table.from_pylist(rows), tmp)
+    table = pa.Table.from_pylist(rows)
+    for name, type_ in (types or {}).items():
+        if name in table.column_names:
+            table = table.set_column(table.schema.get_field_index(name), name, table[name].cast(type_))
+    pq.write_table(table, tmp)
     commit_file(tmp, path)
     return describe_file(path, root, len(rows))
 

@@ -4,7 +4,8 @@ Each part of the tokenize stage writes `train/<part>.arrow` and `validation/<par
 IPC *stream* files (the format `datasets.Dataset.from_file` reads), uncompressed so they map with
 zero copy, one document per row: `id` (string) and `input_ids` (list of uint16 when every id fits,
 else uint32), encoded without special tokens; objectives add those at load time. The split of a
-document is a stable hash of its id, so it never changes across reruns or shardings.
+document is a stable hash of its id (an augmented copy's: its original's, `augmented_from`), so it
+never changes across reruns or shardings.
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ def tokenize_part(stage: StageDir, part: str, shard: Path, tokenizer_dir: Path, 
         values = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=dtype, count=int(offsets[-1]))
         ids = batch.column("id").cast(pa.string())
         table = pa.Table.from_arrays([ids, pa.ListArray.from_arrays(offsets, values)], schema=schema)
-        split = np.array([split_of(i, cfg.validation_fraction) for i in ids.to_pylist()])
+        # an augmented copy goes where its original goes: near-copies of training text never validate
+        origins = batch.column("augmented_from").to_pylist() if "augmented_from" in batch.schema.names else [None] * len(ids)
+        split = np.array([split_of(o or i, cfg.validation_fraction) for o, i in zip(origins, ids.to_pylist())])
         for s, out in outputs.items():
             keep = (split == s) & (lengths > 0)
             out.write(table.filter(pa.array(keep)), int(lengths[keep].sum()))
