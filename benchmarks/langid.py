@@ -6,7 +6,7 @@ unit of work (Parquet shard in, kept / rejected shards out) with its default set
 is `langdetect.detect_langs` called once per document, with the same fixed seed, its profiles
 loaded before its clock starts (ours loads its own on the clock).
 
-    python -P benchmarks/langid.py [--docs N] [--prefix-chars 500]
+    python -P benchmarks/langid.py [--docs N] [--prefix-chars 500] [--workers 1]
 
 (-P: keep this folder off sys.path, where tokenize.py would shadow the standard library's.)
 
@@ -59,10 +59,10 @@ def anchor(docs: list[dict]) -> tuple[float, list[str]]:
     return time.perf_counter() - start, langs
 
 
-def ours(docs: list[dict], prefix_chars: int, workdir: Path) -> tuple[float, dict[str, str]]:
+def ours(docs: list[dict], prefix_chars: int, workers: int, workdir: Path) -> tuple[float, dict[str, str]]:
     shard = workdir / "in.parquet"
     pq.write_table(pa.Table.from_pylist([{k: d[k] for k in ("id", "text", "source")} for d in docs]), shard)
-    cfg = LanguageConfig(allowed=LANGS, min_prob=0.0, prefix_chars=prefix_chars)
+    cfg = LanguageConfig(allowed=LANGS, min_prob=0.0, prefix_chars=prefix_chars, workers=workers)
     stage = StageDir(workdir, "language", "bench")
     start = time.perf_counter()
     summary = language_part(stage, "in", shard, cfg)
@@ -78,6 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--docs", type=int, default=3000)
     parser.add_argument("--prefix-chars", type=int, default=LanguageConfig.model_fields["prefix_chars"].default)
+    parser.add_argument("--workers", type=int, default=LanguageConfig.model_fields["workers"].default)
     args = parser.parse_args()
     docs = load_docs(args.docs)
     assert len(docs) >= 2000, f"only {len(docs)} labelled documents in {SAMPLE}"
@@ -85,7 +86,7 @@ def main() -> None:
     print(f"{len(docs)} documents, {chars / len(docs):.0f} chars on average, {os.cpu_count()} CPUs")
 
     with tempfile.TemporaryDirectory() as tmp:
-        ours_s, ours_langs = ours(docs, args.prefix_chars, Path(tmp))
+        ours_s, ours_langs = ours(docs, args.prefix_chars, args.workers, Path(tmp))
     anchor_s, anchor_langs = anchor(docs)
     labels = [d["label"] for d in docs]
     ours_acc = sum(ours_langs[d["id"]] == d["label"] for d in docs) / len(docs)
@@ -93,6 +94,7 @@ def main() -> None:
     result = {
         "docs": len(docs),
         "prefix_chars": args.prefix_chars,
+        "workers": args.workers,
         "ours_docs_per_s": round(len(docs) / ours_s, 1),
         "anchor_docs_per_s": round(len(docs) / anchor_s, 1),
         "ratio": round(anchor_s / ours_s, 2),

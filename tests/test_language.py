@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from langdetect import DetectorFactory, detect_langs
 
 from llmcore.config import LanguageConfig
+from llmcore.data import language
 from llmcore.data.language import BATCH, UNKNOWN, detect_languages
 from llmcore.data.parts import language_part
 from llmcore.data.stage import StageDir, read_rows
@@ -45,9 +46,10 @@ def test_labels_of_real_documents():
     assert accuracy >= 0.95
 
 
-def test_deterministic_and_parallel_equals_serial():
+def test_deterministic_and_parallel_equals_serial(monkeypatch):
     texts = [d["text"] for d in sample(100)]
     assert len(texts) > BATCH  # several batches: the pool's worker takes some
+    monkeypatch.setattr(language, "POOL_MIN_DOCS", 0)
     serial = detect_languages(texts, prefix_chars=300, seed=7, workers=1)
     assert detect_languages(texts, prefix_chars=300, seed=7, workers=1) == serial
     assert detect_languages(texts, prefix_chars=300, seed=7, workers=2) == serial

@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import random
 import re
+import threading
 from array import array
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
@@ -32,6 +33,9 @@ from langdetect.utils.ngram import NGram
 
 UNKNOWN = "und"
 BATCH = 250  # documents per job: the lockstep trials need wide batches to pay off
+# A worker costs about a second of CPU to start (interpreter, the main module's imports, profiles,
+# cold caches), the work of some 2,000 documents: on 10,000 a second core saves a third or more.
+POOL_MIN_DOCS = 10_000
 WINDOW = 30  # random draws per document fetched at once: most trials converge within 60
 
 
@@ -216,16 +220,31 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_profiles)
 
 
+_in_flight = 0  # documents being classified by all threads of this process
+_in_flight_lock = threading.Lock()
+
+
 def detect_languages(texts: list[str], prefix_chars: int, seed: int = 0, workers: int = 0) -> list[tuple[str, float]]:
     """(language, probability) of each text's most likely language, from its first `prefix_chars`
-    characters, on `workers` processes (0 = all cores); (`und`, 0.0) for text without letters."""
+    characters, on up to `workers` processes (0 = all cores); (`und`, 0.0) for text without letters.
+
+    Worker processes are started once there are POOL_MIN_DOCS documents in flight in this process,
+    and used from then on."""
+    global _in_flight
     prefixes = [t[:prefix_chars] for t in texts]
     workers = workers or os.cpu_count() or 1
     batches = [prefixes[i : i + BATCH] for i in range(0, len(prefixes), BATCH)]
-    if workers == 1 or len(batches) == 1:
-        return _detect_batch(prefixes, seed)
-    # This process classifies too, from the last batch back, every batch that no worker has
-    # taken yet: it starts at once, while the workers start up (about a second each).
-    futures = [_pool(workers - 1).submit(_detect_batch, batch, seed) for batch in batches]
-    ours = {i: _detect_batch(batches[i], seed) for i in reversed(range(len(batches))) if futures[i].cancel()}
-    return [result for i, future in enumerate(futures) for result in (ours[i] if i in ours else future.result())]
+    with _in_flight_lock:
+        _in_flight += len(prefixes)
+        parallel = workers > 1 and len(batches) > 1 and (_in_flight >= POOL_MIN_DOCS or _pool.cache_info().currsize)
+    try:
+        if not parallel:
+            return _detect_batch(prefixes, seed)
+        # This process classifies too, from the last batch back, every batch that no worker has
+        # taken yet: it starts at once, while the workers start up.
+        futures = [_pool(workers - 1).submit(_detect_batch, batch, seed) for batch in batches]
+        ours = {i: _detect_batch(batches[i], seed) for i in reversed(range(len(batches))) if futures[i].cancel()}
+        return [result for i, future in enumerate(futures) for result in (ours[i] if i in ours else future.result())]
+    finally:
+        with _in_flight_lock:
+            _in_flight -= len(prefixes)
