@@ -8,10 +8,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 from langdetect import DetectorFactory, detect_langs
+from langdetect.detector_factory import PROFILES_DIRECTORY
 
 from llmcore.config import LanguageConfig
 from llmcore.data import language
-from llmcore.data.language import BATCH, UNKNOWN, detect_languages
+from llmcore.data.language import UNKNOWN, detect_languages
 from llmcore.data.parts import language_part
 from llmcore.data.stage import StageDir, read_rows
 
@@ -39,6 +40,21 @@ def test_same_answers_as_langdetect_itself():
     assert detect_languages(texts, prefix_chars=10**6, seed=0, workers=1) == expected
 
 
+def test_probabilities_are_langdetects_bit_for_bit():
+    factory = DetectorFactory()
+    factory.load_profile(PROFILES_DIRECTORY)
+    factory.set_seed(3)
+    texts = [d["text"][:400] for d in sample(5)] + ["Привет, как дела? Это тест.", "日本語のテキストです。"]
+    expected = []
+    for text in texts:
+        detector = factory.create()
+        detector.append(text)
+        detector.get_probabilities()
+        expected.append(detector.langprob)
+    assert language._profiles()[0] == factory.get_lang_list()
+    assert language._probabilities([language._ngram_rows(t) for t in texts], seed=3).tolist() == expected
+
+
 def test_labels_of_real_documents():
     docs = sample(25)
     found = detect_languages([d["text"] for d in docs], prefix_chars=500, workers=1)
@@ -47,8 +63,8 @@ def test_labels_of_real_documents():
 
 
 def test_deterministic_and_parallel_equals_serial(monkeypatch):
-    texts = [d["text"] for d in sample(100)]
-    assert len(texts) > BATCH  # several batches: the pool's worker takes some
+    texts = [d["text"] for d in sample(50)]
+    monkeypatch.setattr(language, "BATCH", 64)  # several batches: the pool's worker takes some
     monkeypatch.setattr(language, "POOL_MIN_DOCS", 0)
     serial = detect_languages(texts, prefix_chars=300, seed=7, workers=1)
     assert detect_languages(texts, prefix_chars=300, seed=7, workers=1) == serial
