@@ -4,7 +4,7 @@ import pytest
 import torch
 import transformers
 
-from llmcore.generate import generate, sample
+from llmcore.generate import _ban_repeats, generate, sample
 from llmcore.hf import from_transformers, to_transformers
 from llmcore.model import TransformerConfig, build_model
 
@@ -165,11 +165,34 @@ def test_matches_transformers_generate_t5():
     src = torch.randint(3, V, (3, 6))
     src_mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 3 + [0] * 3])
     _, eos = with_eos(model, src, src_mask)
-    for options in (dict(), dict(num_beams=3, length_penalty=0.5, early_stopping=True)):
+    for options in (dict(), dict(num_beams=3, length_penalty=0.5, early_stopping=True), dict(no_repeat_ngram_size=2),
+                    dict(num_beams=3, no_repeat_ngram_size=2)):
         expected = theirs.generate(src, attention_mask=src_mask, max_new_tokens=10, do_sample=False,
                                    decoder_start_token_id=0, eos_token_id=eos, pad_token_id=PAD, **options)
         got = generate(model, src, src_mask, 10, eos_token_id=eos, **options)
         assert torch.equal(until_eos(got, 1, eos), until_eos(expected, 1, eos)), options
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_no_repeat_ngram_size_counts_the_new_tokens_only(beams):
+    model = tiny("gpt")
+    ids, mask = prompts()
+    loops = generate(model, ids, mask, 30, eos_token_id=NEVER, num_beams=beams)[:, 7:].tolist()
+    assert any(has_repeat(row, 2) for row in loops)  # a random model repeats itself: the option has work to do
+    out = generate(model, ids, mask, 30, eos_token_id=NEVER, num_beams=beams, no_repeat_ngram_size=2)
+    assert not any(has_repeat(row, 2) for row in out[:, 7:].tolist())
+
+
+def test_no_repeat_ngram_size_lets_a_decoder_only_model_copy_from_its_prompt():
+    logits = torch.zeros(1, V)
+    seq = torch.tensor([[5, 6, 9, 5]])  # prompt 5 6 9, then the new token 5
+    assert not _ban_repeats(logits, seq, 3, 2).isinf().any()  # 5 -> 6 is in the prompt only: allowed
+    assert _ban_repeats(logits, seq, 0, 2)[0].isinf().nonzero().flatten().tolist() == [6]  # counted from 0: banned
+
+
+def has_repeat(tokens: list[int], n: int) -> bool:
+    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    return len(grams) != len(set(grams))
 
 
 def test_generate_rejects_an_encoder_and_bad_arguments():
