@@ -99,7 +99,7 @@ def _word_rows(word: str, space_after: bool) -> bytes:
     ends = range(2, len(chars) + 1)
     if not word[1:].islower():  # no n-grams end on the second and later capitals in a row
         ends = [end for end in ends if not (chars[end - 1].isupper() and chars[end - 2].isupper())]
-    grams = [chars[end - n : end] for end in ends for n in range(1, min(end, NGram.N_GRAM) + 1)]
+    grams = [chars[end - n : end] for end in ends for n in (1, 2, 3) if n <= end]
     return array("i", [row for row in map(rows_of.get, grams) if row is not None]).tobytes()
 
 
