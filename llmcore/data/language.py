@@ -7,8 +7,9 @@ the text is cleaned with regexes and a translate table, n-grams are cached per w
 of all documents of a batch run in lockstep on numpy arrays. The random draws are the same 32-bit
 words of Python's Mersenne Twister that langdetect's `random.Random(seed)` consumes, and every
 float operation is langdetect's, in its order: the answers are langdetect's, bit for bit.
-Batches are spread over worker processes (threads would queue on the GIL), and only a bounded
-prefix of each document is classified.
+Once there is enough work to pay for starting them, batches are shared between the calling process
+and worker processes (threads would queue on the GIL). Only a bounded prefix of each document is
+classified.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from langdetect.utils.ngram import NGram
 UNKNOWN = "und"
 BATCH = 1000  # documents per job: wide for the lockstep trials, narrow enough to share out and for memory
 # A worker costs about a second of CPU to start (interpreter, the main module's imports, profiles,
-# cold caches), the work of some 2,000 documents: on 10,000 a second core saves a third or more.
+# cold caches), the work of some 2,000 documents: from 10,000 on, a second core that is free saves
+# about a third of the time; on a busy machine it saves nothing.
 POOL_MIN_DOCS = 10_000
 WINDOW = 30  # random draws per document fetched at once: most trials converge within 60
 
@@ -236,7 +238,7 @@ def detect_languages(texts: list[str], prefix_chars: int, seed: int = 0, workers
     batches = [prefixes[i : i + BATCH] for i in range(0, len(prefixes), BATCH)]
     with _in_flight_lock:
         _in_flight += len(prefixes)
-        parallel = workers > 1 and len(batches) > 1 and (_in_flight >= POOL_MIN_DOCS or _pool.cache_info().currsize)
+        parallel = workers > 1 and len(batches) > 1 and (_in_flight >= POOL_MIN_DOCS or _pool.cache_info().currsize > 0)
     try:
         if not parallel:
             return [result for batch in batches for result in _detect_batch(batch, seed)]
