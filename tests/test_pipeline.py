@@ -1,0 +1,41 @@
+"""The whole chain on a slice of the bundled sample: data -> pretrain -> finetune -> evaluate, printed by
+`llmpipe run`; a second run executes no stage body."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from finetune_helpers import task_config
+from flows.cli import main
+from flows.pipeline import pipeline_flow
+from llmcore.config import load_config
+from test_data_flow import corpus, task_runs  # noqa: F401  (corpus: a fixture)
+from test_deployments import children
+
+
+def test_whole_chain_prints_the_evaluation_and_reruns_cached(prefect_server, corpus, tmp_path, capsys):  # noqa: F811
+    task = task_config(tmp_path, "translation")
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        f"data:\n  ingest:\n    sources: [{{name: s, format: jsonl, path: {corpus}}}]\n"
+        "  language: {allowed: [en, de], workers: 1}\n"
+        "pretrain: {model: {d_model: 16, n_heads: 2, n_layers: 1}, block_size: 64, train: {max_steps: 2, batch_size: 2}}\n"
+        f"finetune:\n  - {{name: mt, task: translation, path: {task.path}, source_lang: en, target_lang: de, test_fraction: 0.25,\n"
+        "     max_source_length: 32, max_target_length: 24, validation_examples: 4,\n"
+        "     train: {max_steps: 2, batch_size: 4, eval_every: 2, early_stopping: {metric: bleu, mode: max}}}\n"
+        "evaluate: {generation: {num_beams: 2, max_new_tokens: 8}}\n"
+    )
+    root = tmp_path / "data"
+    assert main(["run", str(cfg), "--data-root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "Evaluation on held-out test examples" in out and "bleu" in out and "chrf" in out and "perplexity" in out
+    results = json.loads(Path(out.split("Results: ")[1].split()[0]).read_text())
+    assert [t["name"] for t in results["tasks"]] == ["mt"] and results["tasks"][0]["baseline"]["name"] == "copy_source"
+
+    again = pipeline_flow(load_config(cfg), str(root), return_state=True)
+    runs = children(again.state_details.flow_run_id)
+    assert len(runs) == 4  # the data, pretrain, finetune and evaluate subflows
+    states = {r.name: r.state.name for child in runs for r in task_runs(child.id)}
+    assert states and set(states.values()) == {"Cached"}, states
+    assert any(name.startswith("finetune") for name in states) and any(name.startswith("evaluate") for name in states)
