@@ -1,1 +1,2 @@
-"""Data augmentation: EDA-style edits (`eda`); back-translation comes with the fine-tune flows."""
+"""Data augmentation: EDA-style edits (`eda`), back-translation and paraphrase round trips (`backtranslate`),
+and the augment stage's unit of work (`parts`)."""
