@@ -122,3 +122,22 @@ def test_finetune_flow_reuses_finished_models(tmp_path, prefect_server):
     second = finetune_flow([cfg, other], data_root=str(tmp_path / "root"), return_state=True)
     assert second.result() == paths
     assert {r.state.name for r in task_runs(second.state_details.flow_run_id)} == {"Cached"}
+
+
+def test_batches_serve_every_example_once_per_epoch_grouped_by_length_and_resume_exactly():
+    from llmcore.finetune.batches import ExampleBatches
+
+    lengths = [3 + (i * 37) % 60 for i in range(1000)]
+    examples = [{"input_ids": list(range(n)), "labels": [0]} for n in lengths]
+    batches = ExampleBatches(examples, 16, lambda rows: [len(r["input_ids"]) for r in rows], seed=3)
+    epoch = [next(batches) for _ in range(len(batches.epoch_batches()))]
+    assert sorted(n for b in epoch for n in b) == sorted(lengths) and batches.epoch == 1
+    padded = sum(max(b) * len(b) for b in epoch)
+    shuffled = [lengths[i:i + 16] for i in range(0, 1000, 16)]  # the same examples, batched in file order
+    assert padded < 0.7 * sum(max(b) * len(b) for b in shuffled)
+    for _ in range(5):
+        next(batches)
+    state, expected = batches.state_dict(), [next(batches) for _ in range(70)]  # across the next epoch boundary
+    resumed = ExampleBatches(examples, 16, batches.collate, seed=3)
+    resumed.load_state_dict(state)
+    assert [next(resumed) for _ in range(70)] == expected
