@@ -271,6 +271,8 @@ class FinetuneTaskConfig(Section):
     validation_fraction: Fraction = 0.1
     test_fraction: Fraction = 0.1
     validation_examples: int = Field(100, gt=0, description="validation examples decoded at each evaluation")
+    dropout: float | None = Field(None, ge=0.0, lt=1.0, description="the model's dropout while fine-tuning (a few "
+                                  "thousand pairs overfit fast); null: the checkpoint's")
     freeze: FreezeConfig = FreezeConfig()
     lr_scales: dict[str, float] = Field({}, description="parameter-name prefix -> multiplier of train.lr (longest prefix "
                                         "wins), e.g. {tok_emb: 0.1, encoder: 0.5}")

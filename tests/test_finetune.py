@@ -141,3 +141,19 @@ def test_batches_serve_every_example_once_per_epoch_grouped_by_length_and_resume
     resumed = ExampleBatches(examples, 16, batches.collate, seed=3)
     resumed.load_state_dict(state)
     assert [next(resumed) for _ in range(70)] == expected
+
+
+def test_dropout_override_reaches_embeddings_residuals_and_attention():
+    from torch import nn
+
+    from llmcore.finetune.model import set_dropout
+
+    torch.manual_seed(0)
+    model = GPT(TransformerConfig(vocab_size=64, d_model=16, n_heads=2, n_layers=2, max_seq_len=8, dropout=0.0))
+    set_dropout(model, 0.3)
+    assert {m.p for m in model.modules() if isinstance(m, nn.Dropout)} == {0.3} and model.config.dropout == 0.3
+    assert {m.dropout for m in model.modules() if isinstance(getattr(m, "dropout", None), float)} == {0.3}
+    ids = torch.randint(0, 64, (2, 8))
+    assert not torch.equal(model(ids).logits, model(ids).logits)  # training mode: random masks
+    model.eval()
+    assert torch.equal(model(ids).logits, model(ids).logits)

@@ -50,3 +50,13 @@ def freeze(model: Transformer, cfg: FreezeConfig) -> list[str]:
             p.requires_grad_(False)
             frozen.append(name)
     return frozen
+
+
+def set_dropout(model: Transformer, p: float) -> None:
+    """Every dropout of the model (embeddings, residuals, attention weights) at probability p."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+        elif isinstance(getattr(module, "dropout", None), float):  # attention: SDPA's dropout_p
+            module.dropout = p
+    model.config.dropout = p

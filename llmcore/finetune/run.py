@@ -22,7 +22,7 @@ from llmcore.finetune.batches import ExampleBatches, batched
 from llmcore.finetune.evaluate import score
 from llmcore.finetune.formats import (Example, add_task_tokens, collate_causal, collate_seq2seq, load_translation, render,
                                       task_examples)
-from llmcore.finetune.model import freeze, grow_vocab
+from llmcore.finetune.model import freeze, grow_vocab, set_dropout
 from llmcore.finetune.predict import predict
 from llmcore.finetune.spec import SPEC_FILE, Finetuned, TaskSpec, make_encoder
 from llmcore.model import Transformer, build_model
@@ -116,6 +116,8 @@ def run(job: FinetuneJob, callbacks: Iterable[Callback] = ()) -> dict:
     check_model(model, cfg)
     added = add_task_tokens(tok, [ex for part in splits.values() for ex in part])
     grow_vocab(model, vocab_size(tok))
+    if cfg.dropout is not None:
+        set_dropout(model, cfg.dropout)
     frozen = freeze(model, cfg.freeze)
     spec = TaskSpec(cfg.task, cfg.max_source_length, cfg.max_target_length, cfg.source_lang or "", cfg.target_lang or "")
     encoder = make_encoder(tok, model, spec)
