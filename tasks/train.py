@@ -30,7 +30,7 @@ from llmcore.train.metrics_log import CURVE, METRICS, describe, latest_by_step, 
 from llmcore.train.trainer import NonFiniteLoss
 from tasks.common import PERMANENT, STAGE_TASK, maybe_fail, retry_unless
 
-VERSION = 1  # part of the pretrain stage key: bump when training changes what a config produces
+VERSION = 2  # part of the pretrain stage key: bump when training changes what a config produces (2: documents mixed across shards)
 CRASH_ENV = "LLMPIPE_CRASH_AT_STEP"  # tests: the first attempt dies at this step (a preempted node), the retry resumes
 
 

@@ -76,13 +76,13 @@ def _epoch_docs(stage: Path, rank: int, world: int, epoch: int, seed: int = 0) -
     """The split-wide indices of the documents that `rank` reads in `epoch`, in order."""
     _, shards = open_split(stage, "train", verify="size")
     stream = TokenStream(shards, seed, rank, world, None, True)
-    stream.seek({"epoch": epoch, "shard": 0, "row": 0, "offset": 0})
+    stream.seek({"epoch": epoch, "row": 0, "offset": 0})
     seen = []
     while stream.epoch == epoch:
         stream.current()
         seen.append(stream.doc_index())
         stream.advance()
-        stream.current()  # moves over finished shards and epochs
+        stream.current()  # moves over a finished epoch
     return seen
 
 
@@ -97,6 +97,20 @@ def test_two_ranks_together_cover_each_epoch_once(stages):
     assert _epoch_docs(stage, 0, 2, 0) != _epoch_docs(stage, 0, 2, 1)  # a new order every epoch
     assert _epoch_docs(stage, 0, 1, 0) == _epoch_docs(stage, 0, 1, 0)  # the same for the same seed
     assert _epoch_docs(stage, 0, 1, 0) != _epoch_docs(stage, 0, 1, 0, seed=1)
+
+
+def test_an_epoch_mixes_the_shards_from_its_first_documents(stages):
+    """Shards often hold one language each: walking them in turn would train on one language at a time."""
+    stage = stages["gpt"]
+    first_doc = np.cumsum([0] + [f["rows"] for f in read_manifest(stage)["files"] if f["split"] == "train"])
+    files = [int(np.searchsorted(first_doc, d, side="right")) - 1 for d in _epoch_docs(stage, 0, 1, 0)[:20]]
+    assert len(first_doc) > 3 and len(set(files)) >= 3  # 20 documents drawn from at least 3 files
+    in_order = TokenStream(open_split(stage, "train", verify="size")[1], 0, 0, 1, 1, shuffle=False)
+    seen = []
+    while in_order.current() is not None:
+        seen.append(in_order.doc_index())
+        in_order.advance()
+    assert seen == list(range(first_doc[-1]))  # unshuffled (validation): the files' order
 
 
 def test_two_ranks_pack_every_token_of_the_epoch_once(stages):

@@ -1,14 +1,17 @@
 """The training data loader: memory-mapped token shards in, objective batches out, resumable exactly.
 
-Order: each epoch visits the split's shards in a seeded permutation of (seed, epoch), and the rows
-of each shard in a permutation of (seed, epoch, shard); rank r of a world of W takes every W-th
-row of that order, so the ranks share the order and together see every document once an epoch.
-Documents are read as numpy views into the map (no copy until a batch is assembled).
+Order: each epoch visits all documents of the split in a seeded permutation of (seed, epoch),
+across shards: shards often hold one source or language each, and a shard-by-shard walk trains on
+one language at a time (the loss jumps at every shard boundary, and the model leans towards the
+last shard it saw). Rank r of a world of W takes every W-th document of that order, so the ranks
+share the order and together see every document once an epoch. Without shuffling the order is
+the files' order. Documents are read as numpy views into the map (no copy until a batch is
+assembled); the epoch's order costs 32 bytes a document.
 
-Position: (epoch, shard, row, offset): the next token is token `offset` of row `row` of this
-rank's rows of the epoch's `shard`-th shard. With the objective's RNG state it is the whole
-state: `state_dict()` after a batch and `load_state_dict()` in a new loader give the same next
-batches. The state is JSON (and loads with `torch.load(weights_only=True)` when saved with torch).
+Position: (epoch, row, offset): the next token is token `offset` of this rank's `row`-th document
+of the epoch. With the objective's RNG state it is the whole state: `state_dict()` after a batch
+and `load_state_dict()` in a new loader give the same next batches. The state is JSON (and loads
+with `torch.load(weights_only=True)` when saved with torch).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 from llmcore.data.tokens import MappedShard, open_split
 from llmcore.objectives import CLM, MLM, NSP, SpanCorruption
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: one order across shards (1 walked shard by shard)
 
 
 class TokenStream:
@@ -38,47 +41,49 @@ class TokenStream:
         self.shards, self.seed, self.rank, self.world_size = shards, seed, rank, world_size
         self.epochs, self.shuffle = epochs, shuffle
         self.first_doc = np.concatenate([[0], np.cumsum(sizes)])  # global index of each shard's row 0
-        self.epoch = self.shard = self.row = self.offset = 0
-        self._cached: tuple[int, int] | None = None
+        self.epoch = self.row = self.offset = 0
+        self._cached: int | None = None
 
     def position(self) -> dict:
-        return {"epoch": self.epoch, "shard": self.shard, "row": self.row, "offset": self.offset}
+        return {"epoch": self.epoch, "row": self.row, "offset": self.offset}
 
     def seek(self, position: dict) -> None:
-        self.epoch, self.shard, self.row, self.offset = (int(position[k]) for k in ("epoch", "shard", "row", "offset"))
+        self.epoch, self.row, self.offset = (int(position[k]) for k in ("epoch", "row", "offset"))
         self._cached = None
 
-    def _order(self, *key: int) -> np.ndarray:
-        n = len(self.shards) if len(key) == 1 else len(self.shards[key[1]])
-        return np.random.default_rng([self.seed, *key]).permutation(n) if self.shuffle else np.arange(n)
+    def _epoch_order(self) -> None:
+        """This rank's documents of the epoch: global indices, and where each lies (file, chunk, begin, end)."""
+        total = int(self.first_doc[-1])
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(total) if self.shuffle else np.arange(total)
+        self._docs = order[self.rank :: self.world_size]
+        self._file = np.searchsorted(self.first_doc, self._docs, side="right") - 1
+        local = self._docs - self.first_doc[self._file]
+        self._spans = np.zeros((len(self._docs), 3), dtype=np.int64)
+        for f, shard in enumerate(self.shards):
+            mine = self._file == f
+            self._spans[mine] = np.stack([a[local[mine]] for a in (shard.chunk, shard.begin, shard.end)], axis=1)
+        self._cached = self.epoch
 
     def _load(self) -> bool:
-        """Point at the current document, moving over finished shards and epochs; False once exhausted."""
+        """Point at the current document, moving over finished epochs; False once exhausted."""
         while True:
             if self.epochs is not None and self.epoch >= self.epochs:
                 return False
-            if self._cached != (self.epoch, self.shard):
-                self._file = int(self._order(self.epoch)[self.shard])
-                mapped = self.shards[self._file]
-                rows = self._order(self.epoch, self._file)[self.rank :: self.world_size]
-                self._rows = rows.tolist()
-                self._spans = list(zip(*(a[rows].tolist() for a in (mapped.chunk, mapped.begin, mapped.end))))
-                self._cached = (self.epoch, self.shard)
-            if self.row < len(self._rows):
+            if self._cached != self.epoch:
+                self._epoch_order()
+            if self.row < len(self._docs):
                 return True
-            self.row, self.offset, self.shard = 0, 0, self.shard + 1
-            if self.shard == len(self.shards):
-                self.epoch, self.shard = self.epoch + 1, 0
+            self.epoch, self.row, self.offset = self.epoch + 1, 0, 0
 
     def current(self) -> np.ndarray | None:
         if not self._load():
             return None
         chunk, begin, end = self._spans[self.row]
-        return self.shards[self._file].chunks[chunk][begin:end]
+        return self.shards[self._file[self.row]].chunks[chunk][begin:end]
 
     def doc_index(self) -> int:
         """The current document's index in the whole split (all shards, all ranks)."""
-        return int(self.first_doc[self._file]) + self._rows[self.row]
+        return int(self._docs[self.row])
 
     def advance(self) -> None:
         self.row, self.offset = self.row + 1, 0
