@@ -9,7 +9,8 @@ from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, FlowRunFilter,
+                                             FlowRunFilterId)
 
 from flows.cli import main
 from flows.data import data_flow
@@ -80,8 +81,9 @@ def test_second_run_executes_no_stage(prefect_server, config, tmp_path):
     assert [r.name for r in runs if r.state.name != "Cached"] == []
 
     with get_client(sync_client=True) as client:
-        [artifact] = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["data-funnel"])), limit=1
+        [artifact] = client.read_artifacts(  # this run's: other tests' flows publish the same key
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["data-funnel"]),
+                                           flow_run_id=ArtifactFilterFlowRunId(any_=[second.state_details.flow_run_id])),
         ) or [None]
     assert artifact is not None and artifact.type == "table"
     assert [row["stage"] for row in json.loads(artifact.data)] == STAGES
