@@ -6,7 +6,7 @@ one language at a time (the loss jumps at every shard boundary, and the model le
 last shard it saw). Rank r of a world of W takes every W-th document of that order, so the ranks
 share the order and together see every document once an epoch. Without shuffling the order is
 the files' order. Documents are read as numpy views into the map (no copy until a batch is
-assembled); the epoch's order costs 32 bytes a document.
+assembled); the epoch's order costs 40 bytes a document.
 
 Position: (epoch, row, offset): the next token is token `offset` of this rank's `row`-th document
 of the epoch. With the objective's RNG state it is the whole state: `state_dict()` after a batch

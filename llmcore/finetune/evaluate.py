@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from llmcore import metrics
 from llmcore.config import EvaluateConfig, FinetuneTaskConfig
 from llmcore.finetune import baselines
-from llmcore.finetune.formats import Example, collate_causal, collate_seq2seq, render, task_examples
+from llmcore.finetune.formats import Example, render, task_examples
 from llmcore.finetune.predict import predict
-from llmcore.finetune.spec import Finetuned, load_finetuned
+from llmcore.finetune.spec import Finetuned, load_finetuned, teacher_forcing
 from llmcore.model import IGNORE
 
 BASELINES = {"translation": "copy_source", "summarization": "lead", "dialogue": "frequent_reply"}
@@ -59,24 +59,20 @@ def score(task: str, predictions: Sequence[str], references: Sequence[str]) -> d
 @torch.no_grad()
 def target_nll(ft: Finetuned, examples: Sequence[Example], batch_size: int = 32) -> tuple[float, int]:
     """(summed NLL in nats, token count) of the examples' target tokens, teacher-forced."""
-    model, encoder, cfg = ft.model, ft.encoder, ft.model.config
+    model, cfg = ft.model, ft.model.config
     device = next(model.parameters()).device
-    pad = cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id
+    encode, collate = teacher_forcing(model, ft.encoder)
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     try:
         for start in range(0, len(examples), batch_size):
             batch = examples[start : start + batch_size]
-            if cfg.architecture == "encoder-decoder":
-                inputs = collate_seq2seq([encoder.seq2seq(ex) for ex in batch], pad, cfg.decoder_start_token_id)
-                inputs = {k: v.to(device) for k, v in inputs.items()}
-                labels = inputs.pop("labels")
-                logits = model(**inputs).logits
-            else:
-                inputs = {k: v.to(device) for k, v in collate_causal([encoder.causal(ex) for ex in batch], pad).items()}
-                labels = inputs.pop("labels")[:, 1:]  # position t predicts token t + 1
-                logits = model(**inputs).logits[:, :-1]
+            inputs = {k: v.to(device) for k, v in collate([encode(ex) for ex in batch]).items()}
+            labels = inputs.pop("labels")
+            logits = model(**inputs).logits
+            if cfg.architecture != "encoder-decoder":  # position t predicts token t + 1
+                labels, logits = labels[:, 1:], logits[:, :-1]
             nll = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum")
             total += nll.item()
             count += int((labels != IGNORE).sum())

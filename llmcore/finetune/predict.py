@@ -8,7 +8,7 @@ import torch
 
 from llmcore.config import GenerationConfig
 from llmcore.finetune.formats import Example, collate_prompts, collate_sources
-from llmcore.finetune.spec import Finetuned
+from llmcore.finetune.spec import Finetuned, pad_id
 from llmcore.generate import generate
 
 
@@ -20,7 +20,7 @@ def predict(ft: Finetuned, examples: Sequence[Example], generation: GenerationCo
     was_training = model.training
     model.eval()
     new_tokens = min(generation.max_new_tokens, ft.spec.max_target_length)
-    pad = cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id
+    pad = pad_id(model)
     outputs = []
     try:
         for start in range(0, len(examples), generation.batch_size):

@@ -20,11 +20,10 @@ from tokenizers import Tokenizer
 from llmcore.config import FinetuneTaskConfig, GenerationConfig, PretrainConfig, TokenizerConfig
 from llmcore.finetune.batches import ExampleBatches, batched
 from llmcore.finetune.evaluate import score
-from llmcore.finetune.formats import (Example, add_task_tokens, collate_causal, collate_seq2seq, load_translation, render,
-                                      task_examples)
+from llmcore.finetune.formats import Example, add_task_tokens, load_translation, render, task_examples
 from llmcore.finetune.model import freeze, grow_vocab, set_dropout
 from llmcore.finetune.predict import predict
-from llmcore.finetune.spec import SPEC_FILE, Finetuned, TaskSpec, make_encoder
+from llmcore.finetune.spec import SPEC_FILE, Finetuned, TaskSpec, make_encoder, teacher_forcing
 from llmcore.model import Transformer, build_model
 from llmcore.model.io import load
 from llmcore.tokenizer import TOKENIZER_FILE, special_ids, train_tokenizer, vocab_size
@@ -121,12 +120,7 @@ def run(job: FinetuneJob, callbacks: Iterable[Callback] = ()) -> dict:
     frozen = freeze(model, cfg.freeze)
     spec = TaskSpec(cfg.task, cfg.max_source_length, cfg.max_target_length, cfg.source_lang or "", cfg.target_lang or "")
     encoder = make_encoder(tok, model, spec)
-    mc = model.config
-    pad = mc.pad_token_id if mc.pad_token_id is not None else mc.eos_token_id
-    if mc.architecture == "encoder-decoder":
-        encode, collate = encoder.seq2seq, lambda rows: collate_seq2seq(rows, pad, mc.decoder_start_token_id)
-    else:
-        encode, collate = encoder.causal, lambda rows: collate_causal(rows, pad)
+    encode, collate = teacher_forcing(model, encoder)
     train = ExampleBatches([encode(ex) for ex in splits["train"] + synthetic], t.batch_size, collate, t.seed)
     validation = batched([encode(ex) for ex in splits["validation"]], t.batch_size, collate) or None
     evaluator = ValidationScores(tok, spec, splits["validation"][: cfg.validation_examples], cfg.generation) if validation else None

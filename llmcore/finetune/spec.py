@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 from tokenizers import Tokenizer
 
-from llmcore.finetune.formats import Encoder
+from llmcore.finetune.formats import Encoder, Example, collate_causal, collate_seq2seq
 from llmcore.manifest import atomic_write_json
 from llmcore.model import Transformer
 from llmcore.model.io import load
@@ -49,6 +50,20 @@ def make_encoder(tok: Tokenizer, model: Transformer, spec: TaskSpec) -> Encoder:
     cfg = model.config
     return Encoder(tok, cfg.eos_token_id, spec.max_source_length, spec.max_target_length,
                    source_eos=cfg.architecture == "encoder-decoder")
+
+
+def pad_id(model: Transformer) -> int:
+    """The model's padding token: its pad token, else its eos (GPT-2 has no pad token)."""
+    cfg = model.config
+    return cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id
+
+
+def teacher_forcing(model: Transformer, encoder: Encoder) -> tuple[Callable[[Example], dict], Callable[[Sequence[dict]], dict]]:
+    """(encode one example, collate encoded rows into a batch with labels) for the model's architecture."""
+    cfg, pad = model.config, pad_id(model)
+    if cfg.architecture == "encoder-decoder":
+        return encoder.seq2seq, lambda rows: collate_seq2seq(rows, pad, cfg.decoder_start_token_id)
+    return encoder.causal, lambda rows: collate_causal(rows, pad)
 
 
 @dataclass
