@@ -19,6 +19,20 @@ def test_causal_lm_loss_scores_position_t_on_token_t_plus_1_and_skips_ignored():
     assert_close(causal_lm_loss(changed, labels), causal_lm_loss(logits, labels))
 
 
+def test_gpt_loss_projects_only_counted_positions_and_equals_the_full_logits_loss():
+    model = build_model(TransformerConfig(family="gpt", vocab_size=40, d_model=32, n_heads=4, n_layers=1, dropout=0.0))
+    ids = torch.randint(40, (2, 9))
+    labels = ids.clone()
+    labels[:, :4] = IGNORE  # a prompt
+    labels[1, 7:] = IGNORE  # padding
+    projected = []
+    head = model.logits
+    model.logits = lambda h: projected.append(h.shape[0]) or head(h)
+    loss = model(ids, labels=labels).loss
+    assert projected == [5 + 3]  # labels 4..8 of row 0 and 4..6 of row 1, each predicted by the position before
+    assert_close(loss, causal_lm_loss(head(model(ids).hidden), labels))
+
+
 def test_label_smoothing_mixes_in_the_uniform_distribution():
     logits, labels = torch.randn(3, 4, 11), torch.randint(11, (3, 4))
     labels[0, 0] = IGNORE

@@ -14,10 +14,13 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: f
                            label_smoothing=label_smoothing)
 
 
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token prediction: position t is scored on labels[t + 1]. Shifting the labels, not the logits,
-    avoids copying the (B, T, vocab) logits."""
-    return cross_entropy(logits, F.pad(labels[:, 1:], (0, 1), value=IGNORE))
+def causal_lm_loss(hidden: torch.Tensor, labels: torch.Tensor, head=lambda h: h) -> torch.Tensor:
+    """Next-token prediction: position t is scored on labels[t + 1]. `head` maps hidden states to logits
+    (the identity when `hidden` already is logits) and sees only the positions whose label counts, so a
+    prompt or padding costs no vocabulary projection."""
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
+    counted = targets != IGNORE
+    return cross_entropy(head(hidden[counted]), targets[counted])
 
 
 # Masked LM (BERT: labels at masked positions), next sentence prediction (labels 0 / 1 per pair),
