@@ -33,6 +33,15 @@ def test_gpt_loss_projects_only_counted_positions_and_equals_the_full_logits_los
     assert_close(loss, causal_lm_loss(head(model(ids).hidden), labels))
 
 
+def test_compiled_gpt_loss_has_no_graph_break_and_the_same_value():
+    model = build_model(TransformerConfig(family="gpt", vocab_size=40, d_model=32, n_heads=4, n_layers=1, dropout=0.0))
+    ids = torch.randint(40, (2, 9))
+    labels = ids.masked_fill(torch.arange(9) < 4, IGNORE)
+    explained = torch._dynamo.explain(model)(ids, labels=labels)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert_close(torch.compile(model, backend="eager")(ids, labels=labels).loss, model(ids, labels=labels).loss)
+
+
 def test_label_smoothing_mixes_in_the_uniform_distribution():
     logits, labels = torch.randn(3, 4, 11), torch.randint(11, (3, 4))
     labels[0, 0] = IGNORE

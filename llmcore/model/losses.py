@@ -17,8 +17,11 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: f
 def causal_lm_loss(hidden: torch.Tensor, labels: torch.Tensor, head=lambda h: h) -> torch.Tensor:
     """Next-token prediction: position t is scored on labels[t + 1]. `head` maps hidden states to logits
     (the identity when `hidden` already is logits) and sees only the positions whose label counts, so a
-    prompt or padding costs no vocabulary projection."""
+    prompt or padding costs no vocabulary projection. Under torch.compile every position is projected: the
+    selection's data-dependent shape would break the compiled graph (and wait for the GPU)."""
     targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
+    if torch.compiler.is_compiling():
+        return cross_entropy(head(hidden), targets)
     counted = targets != IGNORE
     return cross_entropy(head(hidden[counted]), targets[counted])
 
