@@ -1,12 +1,12 @@
 """Test BLEU / chrF of one en->de fine-tuning variant beside the copy-the-source baseline: the fine-tuning
-experiments of BENCHMARKS.md ("the whole chain").
+experiments of BENCHMARKS.md ("Fine-tuning experiments").
 
 The recipe is the default config's translation task (configs/tiny.yaml: lengths, dropout, batch, lr,
 validation BLEU every `eval_every` steps, the best checkpoint kept); the flags change where it starts and
 how long it trains. The test split is decoded greedily and as `llmpipe run` decodes it (the config's
 `evaluate` settings).
 
-    python -P benchmarks/translation.py --init scratch --seed 1                 # ~5 min on 2 CPU cores
+    python -P benchmarks/translation.py --init scratch --seed 1                 # ~8 min on 2 CPU cores
     python -P benchmarks/translation.py --init pretrained \\
         --checkpoint DATA_ROOT/pretrain/<key>/checkpoints/step-00000600 --steps 2400
     python -P benchmarks/translation.py --steps 40 --eval-every 20               # a smoke run

@@ -63,9 +63,10 @@ class GPT(Transformer):
 
     def forward(self, input_ids, attention_mask=None, labels=None, cache: KVCache | None = None) -> Output:
         """labels: the input ids (shifted inside: position t predicts token t + 1), -100 where ignored. With
-        labels, logits are computed only where a label counts and not returned: a fine-tuning batch is about
-        half prompt and padding, and the vocabulary projection is most of a small model's compute
-        (benchmarks/model.py: 1.71x transformers' GPT-2 on such a batch, 1.14x on a pretraining batch)."""
+        labels, logits are not returned and (outside torch.compile) computed only where a label counts: a
+        fine-tuning batch is about half prompt and padding, and the vocabulary projection is most of a small
+        model's compute (benchmarks/model.py: 1.71x transformers' GPT-2 on such a batch, 1.14x on a
+        pretraining batch)."""
         h = self.decoder(self.tok_emb(input_ids), attention_mask, cache=cache)
         if labels is None:
             return Output(logits=self.logits(h), hidden=h)
