@@ -28,7 +28,8 @@ def retry_flow_run(flow_run_id: str | UUID) -> State:
         if flow_name not in _flows():
             raise ValueError(f"flow run {flow_run_id} belongs to flow {flow_name!r}, not one of {sorted(_flows())}")
         if flow_run.state is None or not flow_run.state.is_final():
-            raise ValueError(f"flow run {flow_run_id} is {flow_run.state.type.value if flow_run.state else 'unknown'}; only finished runs can be retried")
+            state = flow_run.state.type.value if flow_run.state else "unknown"
+            raise ValueError(f"flow run {flow_run_id} is {state}; only finished runs can be retried")
         client.set_flow_run_state(flow_run.id, Scheduled(message="Retried by llmpipe retry"), force=True)
         flow_run = client.read_flow_run(flow_run.id)
     flow = _flows()[flow_name]

@@ -239,6 +239,7 @@ class GenerationConfig(Section):
 
     num_beams: int = Field(1, ge=1, description="1: greedy; more: beam search")
     max_new_tokens: int = Field(64, gt=0)
+    min_new_tokens: int = Field(0, ge=0, description="tokens generated before EOS is allowed (no empty outputs)")
     length_penalty: float = 1.0
     no_repeat_ngram_size: int = Field(0, ge=0, description="no n-gram twice in an output (its source may still be copied); 0: off")
     batch_size: int = Field(32, gt=0, description="examples decoded at once")

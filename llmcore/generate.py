@@ -52,8 +52,9 @@ def sample(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, generator=
 def generate(model, input_ids, attention_mask=None, max_new_tokens=32, *, do_sample=False, temperature=1.0,
              top_k=0, top_p=1.0, num_beams=1, length_penalty=1.0, early_stopping=False, eos_token_id=None,
              pad_token_id=None, generator: torch.Generator | None = None, use_cache=True,
-             no_repeat_ngram_size: int = 0) -> torch.Tensor:
-    """no_repeat_ngram_size: no n-gram occurs twice in the decoder's tokens: an encoder-decoder's whole output (as
+             no_repeat_ngram_size: int = 0, min_new_tokens: int = 0) -> torch.Tensor:
+    """min_new_tokens: EOS is banned before that many new tokens (transformers' option of that name).
+    no_repeat_ngram_size: no n-gram occurs twice in the decoder's tokens: an encoder-decoder's whole output (as
     in transformers), a decoder-only model's new tokens (transformers counts the prompt too; here a translation
     may still copy n-grams from its source)."""
     if not isinstance(model, (GPT, EncoderDecoder)):
@@ -75,12 +76,14 @@ def generate(model, input_ids, attention_mask=None, max_new_tokens=32, *, do_sam
         if do_sample:
             raise ValueError("beam search samples nothing: use num_beams=1 with do_sample=True")
         return _beam_search(model, input_ids, attention_mask, seq, mask, max_new_tokens, num_beams, eos, pad,
-                            length_penalty, early_stopping, use_cache, no_repeat_ngram_size)
+                            length_penalty, early_stopping, use_cache, no_repeat_ngram_size, min_new_tokens)
     next_logits = _Next(model, input_ids, attention_mask, use_cache, copies=1)
     finished = torch.zeros(seq.shape[0], dtype=torch.bool, device=seq.device)
     start = 0 if isinstance(model, EncoderDecoder) else seq.shape[1]
-    for _ in range(max_new_tokens):
-        logits = _ban_repeats(next_logits(seq, mask), seq, start, no_repeat_ngram_size)
+    for step in range(max_new_tokens):
+        logits = ban_repeats(next_logits(seq, mask), seq, start, no_repeat_ngram_size)
+        if step < min_new_tokens and eos is not None:
+            logits[:, eos] = float("-inf")
         token = sample(logits, temperature, top_k, top_p, generator) if do_sample else logits.argmax(-1)
         if eos is not None:
             token = token.masked_fill(finished, pad)
@@ -93,7 +96,7 @@ def generate(model, input_ids, attention_mask=None, max_new_tokens=32, *, do_sam
 
 
 def _beam_search(model, input_ids, attention_mask, seq, mask, max_new_tokens, K, eos, pad, length_penalty,
-                 early_stopping, use_cache, no_repeat_ngram_size=0):
+                 early_stopping, use_cache, no_repeat_ngram_size=0, min_new_tokens=0):
     """Keep the K best partial sequences per row by total log-probability; a sequence that ends with EOS
     or reaches max_new_tokens becomes a hypothesis scored sum(log p) / length ** length_penalty. A row is
     done when it has K hypotheses and (unless early_stopping) its best running beam, at its current
@@ -110,7 +113,10 @@ def _beam_search(model, input_ids, attention_mask, seq, mask, max_new_tokens, K,
     for step in range(1, max_new_tokens + 1):
         start = 0 if isinstance(model, EncoderDecoder) else prompt_len
         # Banned after log_softmax (their mass is not handed to the others), as transformers does.
-        logprobs = _ban_repeats(next_logits(seq, mask).float().log_softmax(-1), seq, start, no_repeat_ngram_size) + scores[:, None]
+        logprobs = ban_repeats(next_logits(seq, mask).float().log_softmax(-1), seq, start, no_repeat_ngram_size)
+        if step <= min_new_tokens and eos is not None:
+            logprobs[:, eos] = float("-inf")
+        logprobs = logprobs + scores[:, None]
         V = logprobs.shape[-1]
         top_scores, top_index = logprobs.view(B, K * V).topk(2 * K)  # 2K: at most K of them end with EOS
         rows, tokens, new_scores = [], [], []
@@ -144,7 +150,7 @@ def _beam_search(model, input_ids, attention_mask, seq, mask, max_new_tokens, K,
     return torch.stack([torch.cat((prompts[b], F.pad(h, (0, width - len(h)), value=pad))) for b, h in enumerate(best)])
 
 
-def _ban_repeats(logits: torch.Tensor, seq: torch.Tensor, start: int, n: int) -> torch.Tensor:
+def ban_repeats(logits: torch.Tensor, seq: torch.Tensor, start: int, n: int) -> torch.Tensor:
     """-inf for every token that would complete an n-gram already in seq[:, start:] (fairseq / transformers'
     no_repeat_ngram_size)."""
     if n <= 0 or seq.shape[1] - start < n - 1:

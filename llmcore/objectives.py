@@ -35,7 +35,7 @@ class TokenStream(Protocol):
     def random_doc(self, rng: np.random.Generator, exclude: int) -> np.ndarray: ...
 
 
-def _tensor(array: np.ndarray) -> torch.Tensor:
+def to_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(array, dtype=np.int64))
 
 
@@ -49,7 +49,7 @@ class CLM:
         return None if ids is None else {"input_ids": ids}
 
     def collate(self, examples: list[dict], rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        ids = _tensor(np.stack([e["input_ids"] for e in examples]))
+        ids = to_tensor(np.stack([e["input_ids"] for e in examples]))
         return {"input_ids": ids, "labels": ids.clone()}
 
 
@@ -95,7 +95,7 @@ class MLM:
         ids = np.stack([e["input_ids"] for e in examples]).astype(np.int64)
         inputs, labels = self.masking(ids, rng)
         types = torch.zeros(ids.shape, dtype=torch.int64)
-        return {"input_ids": _tensor(inputs), "token_type_ids": types, "labels": _tensor(labels)}
+        return {"input_ids": to_tensor(inputs), "token_type_ids": types, "labels": to_tensor(labels)}
 
 
 @dataclass(frozen=True)
@@ -126,14 +126,14 @@ class NSP:
         return {"input_ids": ids, "token_type_ids": types, "next_sentence_label": int(is_random)}
 
     def collate(self, examples: list[dict], rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        ids = _pad([e["input_ids"] for e in examples], self.pad_id, self.max_length)
-        types = _pad([e["token_type_ids"] for e in examples], 0, self.max_length)
+        ids = pad([e["input_ids"] for e in examples], self.pad_id, self.max_length)
+        types = pad([e["token_type_ids"] for e in examples], 0, self.max_length)
         inputs, labels = self.masking(ids, rng)
         return {
-            "input_ids": _tensor(inputs),
-            "attention_mask": _tensor(_pad([np.ones(len(e["input_ids"])) for e in examples], 0, self.max_length)),
-            "token_type_ids": _tensor(types),
-            "labels": _tensor(labels),
+            "input_ids": to_tensor(inputs),
+            "attention_mask": to_tensor(pad([np.ones(len(e["input_ids"])) for e in examples], 0, self.max_length)),
+            "token_type_ids": to_tensor(types),
+            "labels": to_tensor(labels),
             "next_sentence_label": torch.tensor([e["next_sentence_label"] for e in examples], dtype=torch.int64),
         }
 
@@ -193,13 +193,13 @@ class SpanCorruption:
         return {"input_ids": np.append(inputs, self.eos_id), "labels": np.append(labels, self.eos_id)}
 
     def collate(self, examples: list[dict], rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        inputs = _pad([e["input_ids"] for e in examples], self.pad_id, self.input_length)
+        inputs = pad([e["input_ids"] for e in examples], self.pad_id, self.input_length)
         labels = np.stack([e["labels"] for e in examples])
         return {
-            "input_ids": _tensor(inputs),
-            "attention_mask": _tensor(inputs != self.pad_id),
-            "labels": _tensor(labels),
-            "decoder_input_ids": _tensor(shift_right(labels, self.pad_id)),
+            "input_ids": to_tensor(inputs),
+            "attention_mask": to_tensor(inputs != self.pad_id),
+            "labels": to_tensor(labels),
+            "decoder_input_ids": to_tensor(shift_right(labels, self.pad_id)),
         }
 
 
@@ -222,7 +222,7 @@ def shift_right(labels: np.ndarray, start_id: int, pad_id: int | None = None) ->
     return shifted
 
 
-def _pad(seqs: Sequence[np.ndarray], value: int, length: int | None = None) -> np.ndarray:
+def pad(seqs: Sequence[np.ndarray], value: int, length: int | None = None) -> np.ndarray:
     """A [batch, length] int64 array of `seqs`, right-padded with `value` (length: the longest by default)."""
     out = np.full((len(seqs), length or max(len(s) for s in seqs)), value, dtype=np.int64)
     for i, s in enumerate(seqs):
@@ -235,15 +235,15 @@ def pad_seq2seq(
 ) -> dict[str, torch.Tensor]:
     """A translation / summarization batch: sources padded with pad_id, targets with -100 in labels,
     decoder_input_ids = labels shifted right after decoder_start_id (T5: the pad token)."""
-    inputs = _pad([np.asarray(s) for s in sources], pad_id)
-    mask = _pad([np.ones(len(s)) for s in sources], 0)
-    labels = _pad([np.asarray(t) for t in targets], IGNORE)
+    inputs = pad([np.asarray(s) for s in sources], pad_id)
+    mask = pad([np.ones(len(s)) for s in sources], 0)
+    labels = pad([np.asarray(t) for t in targets], IGNORE)
     start = pad_id if decoder_start_id is None else decoder_start_id
     return {
-        "input_ids": _tensor(inputs),
-        "attention_mask": _tensor(mask),
-        "labels": _tensor(labels),
-        "decoder_input_ids": _tensor(shift_right(labels, start, pad_id)),
+        "input_ids": to_tensor(inputs),
+        "attention_mask": to_tensor(mask),
+        "labels": to_tensor(labels),
+        "decoder_input_ids": to_tensor(shift_right(labels, start, pad_id)),
     }
 
 

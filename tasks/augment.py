@@ -21,7 +21,7 @@ from llmcore.manifest import atomic_write_json
 from llmcore.train.checks import TrainConfigError
 from llmcore.train.trainer import NonFiniteLoss
 from tasks.common import PERMANENT, STAGE_TASK, maybe_fail, retry_unless
-from tasks.data import _run
+from tasks.data import run_part
 
 VERSION = 1  # part of the stage key: bump when the stage's output changes meaning
 TRANSLATED = "translate.json"
@@ -56,4 +56,4 @@ def translate(data_root: str, stage: str, key: str, part: str, shards: list[str]
 @task(name="augment", task_run_name="augment-{part}", **STAGE_TASK)
 def augment_part(data_root: str, stage: str, key: str, part: str, shard: str, cfg: AugmentConfig,
                  paraphrases: str | None) -> str:
-    return _run(data_root, stage, key, part, lambda d: parts.augment_part(d, part, Path(shard), cfg, paraphrases))
+    return run_part(data_root, stage, key, part, lambda d: parts.augment_part(d, part, Path(shard), cfg, paraphrases))

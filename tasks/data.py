@@ -20,7 +20,7 @@ from tasks.common import STAGE_TASK, maybe_fail
 VERSIONS = {"ingest": 1, "clean": 1, "language": 1}
 
 
-def _run(data_root: str, stage: str, key: str, part: str, work: Callable[[StageDir], object]) -> str:
+def run_part(data_root: str, stage: str, key: str, part: str, work: Callable[[StageDir], object]) -> str:
     stage_dir = StageDir(data_root, stage, key)
     summary = stage_dir.summary_path(part)
     if not summary.exists():
@@ -31,14 +31,14 @@ def _run(data_root: str, stage: str, key: str, part: str, work: Callable[[StageD
 
 @task(name="ingest", task_run_name="ingest-{part}", **STAGE_TASK)
 def ingest_part(data_root: str, stage: str, key: str, part: str, src: SourceConfig, unit: str, cfg: IngestConfig) -> str:
-    return _run(data_root, stage, key, part, lambda d: parts.ingest_part(d, part, src, unit, cfg))
+    return run_part(data_root, stage, key, part, lambda d: parts.ingest_part(d, part, src, unit, cfg))
 
 
 @task(name="clean", task_run_name="clean-{part}", **STAGE_TASK)
 def clean_part(data_root: str, stage: str, key: str, part: str, shard: str, cfg: CleanConfig) -> str:
-    return _run(data_root, stage, key, part, lambda d: parts.clean_part(d, part, Path(shard), cfg))
+    return run_part(data_root, stage, key, part, lambda d: parts.clean_part(d, part, Path(shard), cfg))
 
 
 @task(name="language", task_run_name="language-{part}", **STAGE_TASK)
 def language_part(data_root: str, stage: str, key: str, part: str, shard: str, cfg: LanguageConfig) -> str:
-    return _run(data_root, stage, key, part, lambda d: parts.language_part(d, part, Path(shard), cfg))
+    return run_part(data_root, stage, key, part, lambda d: parts.language_part(d, part, Path(shard), cfg))

@@ -19,7 +19,7 @@ from llmcore.data import dedup
 from llmcore.data.stage import StageDir
 from llmcore.locks import once
 from tasks.common import STAGE_TASK, maybe_fail
-from tasks.data import _run
+from tasks.data import run_part
 
 VERSION = 1  # part of the stage key: bump when the stage's output changes meaning
 CLUSTER_FAIL = "dedup-cluster"  # LLMPIPE_FAIL_STAGE value that makes the clustering step fail
@@ -53,7 +53,7 @@ def cluster(data_root: str, stage: str, key: str, parts: list[str], shards: list
 
 @task(name="dedup-filter", task_run_name="dedup-filter-{part}", **STAGE_TASK)
 def filter_part(data_root: str, stage: str, key: str, part: str, shard: str) -> str:
-    return _run(data_root, stage, key, part, lambda d: dedup.filter_part(d, part, Path(shard)))
+    return run_part(data_root, stage, key, part, lambda d: dedup.filter_part(d, part, Path(shard)))
 
 
 def report_clusters(summary_path: str) -> dict:

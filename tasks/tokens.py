@@ -12,7 +12,7 @@ from llmcore.data.stage import StageDir
 from llmcore.locks import once
 from llmcore.manifest import MANIFEST
 from tasks.common import STAGE_TASK, maybe_fail
-from tasks.data import _run
+from tasks.data import run_part
 
 VERSIONS = {"tokenizer": 1, "tokenize": 1}  # part of the stage keys: bump when an output changes meaning
 
@@ -34,4 +34,4 @@ def tokenizer_stage(
 def tokenize_part(
     data_root: str, stage: str, key: str, part: str, shard: str, cfg: TokenizeConfig, tokenizer: str
 ) -> str:
-    return _run(data_root, stage, key, part, lambda d: tokens.tokenize_part(d, part, Path(shard), Path(tokenizer), cfg))
+    return run_part(data_root, stage, key, part, lambda d: tokens.tokenize_part(d, part, Path(shard), Path(tokenizer), cfg))

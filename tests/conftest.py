@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# precision probes of the tests' tiny models stay out of the user's ~/.cache (subprocesses inherit it)
+os.environ["LLMPIPE_CACHE_DIR"] = tempfile.mkdtemp(prefix="llmpipe-test-cache-")
 
 
 @pytest.fixture(scope="session")

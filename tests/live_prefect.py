@@ -151,7 +151,8 @@ def deploy(server: LiveServer, tmp: Path) -> Deployed:
         "name: deployed\ndata:\n  ingest:\n    sources: [{name: sample, format: jsonl, path: corpus}]\n    shard_rows: 40\n"
         "  language: {allowed: [en, de, fr, es], workers: 1}\n"
         "  runner: {workers: 1}\n"  # one part at a time: the lightest load on a shared 2-core machine
-        "pretrain: {model: {d_model: 16, n_heads: 2, n_layers: 1}, block_size: 16, train: {max_steps: 2, batch_size: 2}}\n"  # the pipeline trains too: a 2-step model
+        # the pipeline trains too: a 2-step model
+        "pretrain: {model: {d_model: 16, n_heads: 2, n_layers: 1}, block_size: 16, train: {max_steps: 2, batch_size: 2}}\n"
     )
     data_root = tmp / "shared"
     server.cli("work-pool", "create", POOL, "--type", "process")

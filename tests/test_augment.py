@@ -11,20 +11,24 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from test_data_flow import task_runs
 
 from flows.data import data_flow
 from llmcore.augment.backtranslate import PARAPHRASES, SYNTHETIC, TRAINED, choose_sentences
 from llmcore.config import AugmentConfig, DataConfig, IngestConfig, LanguageConfig, SourceConfig
 from llmcore.finetune.formats import load_translation, split, split_of
+from test_data_flow import task_runs
 
 SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample"
 PAIRS = SAMPLE / "parallel" / "en-de.jsonl"
-TINY = {  # a reverse / forward model that trains in seconds: it only has to emit text
+# A reverse / forward model that trains in seconds: it only has to emit text, which min_new_tokens makes sure of
+# whatever the CPU's rounding (an EOS first would leave no synthetic pair to check).
+GENERATION = {"max_new_tokens": 12, "min_new_tokens": 3}
+TINY = {
     "model": {"d_model": 32, "n_heads": 2, "n_layers": 1}, "vocab_size": 400,
     "max_source_length": 32, "max_target_length": 24, "validation_examples": 4,
-    "train": {"max_steps": 150, "batch_size": 8, "lr": 5e-3, "warmup_steps": 10, "eval_every": 150, "checkpoint_every": 75, "log_every": 50},
-    "generation": {"max_new_tokens": 12},
+    "train": {"max_steps": 150, "batch_size": 8, "lr": 5e-3, "warmup_steps": 10, "eval_every": 150, "checkpoint_every": 75,
+              "log_every": 50, "precision": "fp32", "deterministic": True},
+    "generation": GENERATION,
 }
 
 
@@ -47,7 +51,7 @@ def config(corpus: Path, augment: dict) -> DataConfig:
 
 
 BACKTRANSLATION = {"pairs": str(PAIRS), "source_lang": "en", "target_lang": "de", "max_sentences": 12,
-                   "paraphrase_sentences": 6, "reverse": TINY, "generation": {"max_new_tokens": 12, "batch_size": 8}}
+                   "paraphrase_sentences": 6, "reverse": TINY, "generation": {**GENERATION, "batch_size": 8}}
 
 
 @pytest.fixture(scope="module")

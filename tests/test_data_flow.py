@@ -9,8 +9,7 @@ from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, FlowRunFilter,
-                                             FlowRunFilterId)
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
 
 from flows.cli import main
 from flows.data import data_flow
@@ -113,7 +112,8 @@ def test_llmpipe_run_prints_the_funnel(prefect_server, corpus, tmp_path, capsys)
     cfg.write_text(
         f"data:\n  ingest:\n    sources: [{{name: s, format: jsonl, path: {corpus}}}]\n"
         "  language: {allowed: [en, de], workers: 1}\n"
-        "pretrain: {model: {d_model: 16, n_heads: 2, n_layers: 1}, block_size: 16, train: {max_steps: 2, batch_size: 2}}\n"  # the pipeline trains too: a 2-step model keeps this test fast
+        # the pipeline trains too: a 2-step model keeps this test fast
+        "pretrain: {model: {d_model: 16, n_heads: 2, n_layers: 1}, block_size: 16, train: {max_steps: 2, batch_size: 2}}\n"
     )
     assert main(["run", str(cfg), "--data-root", str(tmp_path / "data")]) == 0
     out = capsys.readouterr().out

@@ -10,13 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
-from test_data_flow import task_runs
 
 from flows.data import data_flow
 from llmcore.config import DataConfig, IngestConfig, LanguageConfig, RunnerConfig, SourceConfig
 from llmcore.manifest import file_sha256
 from tasks.common import FAIL_ENV
 from tasks.dedup import CLUSTER_FAIL
+from test_data_flow import task_runs
 
 SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample" / "docs"
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from prefect.client.schemas.filters import ArtifactFilterKey
 
+from finetune_helpers import finetune_stage, finetuned_model, read_jsonl, task_config
 from flows.evaluate import evaluate_flow
 from llmcore import metrics
 from llmcore.config import EvaluateConfig
@@ -22,7 +23,6 @@ from llmcore.manifest import read_manifest
 from llmcore.model import load, save
 from llmcore.tokenizer import vocab_size
 from tasks.evaluate import evaluate_task
-from finetune_helpers import finetune_stage, finetuned_model, read_jsonl, task_config
 from test_data_flow import task_runs
 from test_pretrain_flow import artifacts
 
@@ -87,7 +87,8 @@ def test_encoder_decoder_perplexity_is_the_models_own_loss(tmp_path):
     for ex in lowest_ids(task_cfg, 6):
         row = ft.encoder.seq2seq(ex)
         with torch.no_grad():
-            loss = ft.model(**formats.collate_seq2seq([row], cfg.pad_token_id, cfg.decoder_start_token_id)).loss.item()  # mean over the target tokens
+            batch = formats.collate_seq2seq([row], cfg.pad_token_id, cfg.decoder_start_token_id)
+            loss = ft.model(**batch).loss.item()  # mean over the target tokens
         nll += loss * len(row["labels"])
         count += len(row["labels"])
     assert results["target_tokens"] == count

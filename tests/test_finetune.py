@@ -19,7 +19,7 @@ from llmcore.train import checkpoint
 from llmcore.train.checks import TrainConfigError
 from test_data_flow import task_runs
 
-TRAIN = {"batch_size": 4, "lr": 3e-3, "warmup_steps": 0, "deterministic": True, "log_every": 5}
+TRAIN = {"batch_size": 4, "lr": 3e-3, "warmup_steps": 0, "deterministic": True, "log_every": 5, "precision": "fp32"}
 
 
 def tiny(tmp_path, task="translation", **fields) -> FinetuneTaskConfig:

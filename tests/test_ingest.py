@@ -48,7 +48,8 @@ def test_jsonl_malformed_lines_are_quarantined_with_line_numbers(tmp_path):
     assert [d["text"] for d in docs(stage, [summary])] == [TEXTS[0], TEXTS[1]]
     bad = quarantined(stage, summary)
     assert [(q["line"], q["error"].split(":")[0]) for q in bad] == [
-        (2, "malformed JSON"), (4, "a JSON line must be an object"), (5, "no field 'text' (fields"), (6, "field 'text' is int, not a string")]
+        (2, "malformed JSON"), (4, "a JSON line must be an object"), (5, "no field 'text' (fields"),
+        (6, "field 'text' is int, not a string")]
     assert base64.b64decode(bad[0]["raw_b64"]) == b'{"text": "unterminated\n'
     assert summary["ledger"] == {"rows_in": 6, "rows_out": 2, "dropped": {}, "quarantined": 4}
 

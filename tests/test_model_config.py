@@ -6,7 +6,6 @@ import torch
 
 from llmcore.model import BERT, GPT, EncoderDecoder, TransformerConfig, build_model, load, save
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import transformers
 
-from llmcore.generate import _ban_repeats, generate, sample
+from llmcore.generate import ban_repeats, generate, sample
 from llmcore.hf import from_transformers, to_transformers
 from llmcore.model import TransformerConfig, build_model
 
@@ -153,7 +153,7 @@ def test_matches_transformers_generate_gpt2():
     ours = from_transformers(theirs).eval()
     ids, mask = prompts()
     for options in (dict(), dict(num_beams=3, length_penalty=0.5), dict(num_beams=4, early_stopping=True),
-                    dict(num_beams=4, length_penalty=2.0)):
+                    dict(num_beams=4, length_penalty=2.0), dict(min_new_tokens=4), dict(num_beams=3, min_new_tokens=4)):
         expected = theirs.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=False, **options)
         got = generate(ours, ids, mask, 10, **options)
         assert torch.equal(until_eos(got, 7, 2), until_eos(expected, 7, 2)), options
@@ -186,8 +186,8 @@ def test_no_repeat_ngram_size_counts_the_new_tokens_only(beams):
 def test_no_repeat_ngram_size_lets_a_decoder_only_model_copy_from_its_prompt():
     logits = torch.zeros(1, V)
     seq = torch.tensor([[5, 6, 9, 5]])  # prompt 5 6 9, then the new token 5
-    assert not _ban_repeats(logits, seq, 3, 2).isinf().any()  # 5 -> 6 is in the prompt only: allowed
-    assert _ban_repeats(logits, seq, 0, 2)[0].isinf().nonzero().flatten().tolist() == [6]  # counted from 0: banned
+    assert not ban_repeats(logits, seq, 3, 2).isinf().any()  # 5 -> 6 is in the prompt only: allowed
+    assert ban_repeats(logits, seq, 0, 2)[0].isinf().nonzero().flatten().tolist() == [6]  # counted from 0: banned
 
 
 def has_repeat(tokens: list[int], n: int) -> bool:

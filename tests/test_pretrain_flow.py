@@ -7,9 +7,15 @@ from __future__ import annotations
 import json
 
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    ArtifactFilterType,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterParentFlowRunId,
+)
 from prefect.client.schemas.sorting import ArtifactSort
-from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, ArtifactFilterType, FlowRunFilter, FlowRunFilterId,
-                                           FlowRunFilterParentFlowRunId)
 
 from flows.pretrain import pretrain_flow
 from llmcore.manifest import file_sha256

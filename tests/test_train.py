@@ -10,8 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from llmcore.config import ConfigError, TrainConfig, load_config
-from llmcore.model import GPT, TransformerConfig
-from llmcore.model import families
+from llmcore.model import GPT, TransformerConfig, families
 from llmcore.train import checkpoint
 from llmcore.train.checks import TrainConfigError
 from llmcore.train.metrics_log import CURVE
@@ -39,7 +38,8 @@ def test_each_family_loss_falls(root, tmp_path, family):
     kept = {s for s, _ in checkpoint.valid(tmp_path)}
     assert kept == {40, summary["best_step"]}
     final = checkpoint.step_dir(tmp_path, 40)
-    assert {"model.safetensors", "config.json", "tokenizer.json", "trainer_state.pt", "rank-00000.pt"} <= set(checkpoint.read_marker(final)["files"])
+    files = set(checkpoint.read_marker(final)["files"])
+    assert {"model.safetensors", "config.json", "tokenizer.json", "trainer_state.pt", "rank-00000.pt"} <= files
     assert (tmp_path / CURVE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
 

@@ -8,6 +8,7 @@ import json
 import torch
 from safetensors.torch import load_file
 
+from flows.pretrain import pretrain_flow
 from llmcore.data.loader import TokenLoader
 from llmcore.manifest import read_manifest
 from llmcore.model import build_model
@@ -15,7 +16,6 @@ from llmcore.objectives import make_objective
 from llmcore.train import checkpoint
 from llmcore.train.pretrain import model_config
 from llmcore.train.trainer import Trainer
-from flows.pretrain import pretrain_flow
 from train_helpers import ONE_THREAD, data_root, events, tiny
 
 STEPS = 8

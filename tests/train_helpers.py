@@ -41,11 +41,13 @@ def data_root(tmp: Path, family: str = "gpt") -> tuple[Path, Path]:
 
 
 def tiny(family: str = "gpt", **train) -> PretrainConfig:
+    """fp32 unless a test asks otherwise: `auto` may pick bf16 on a CPU with native bf16, and the tolerances of
+    the tests that compare two runs (1e-5 on a loss) are fp32's."""
     return PretrainConfig.model_validate({
         "model": {"family": family, "d_model": 32, "n_heads": 2, "n_layers": 2},
         "block_size": 32,
         "train": {"max_steps": 40, "batch_size": 8, "lr": 1e-2, "warmup_steps": 4, "eval_every": 10, "eval_batches": 4,
-                  "checkpoint_every": 10, "log_every": 5, **train},
+                  "checkpoint_every": 10, "log_every": 5, "precision": "fp32", **train},
     })
 
 

@@ -169,7 +169,8 @@ def _read_csv(src: SourceConfig, path: Path, invalid_utf8: str) -> Iterator[Reco
                 if invalid_utf8 == "quarantine":
                     yield Bad(line, "invalid UTF-8 (set data.ingest.invalid_utf8: replace to keep such rows)", raw)
                     continue
-                row = {k: v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") if isinstance(v, str) else v for k, v in row.items()}
+                row = {k: v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") if isinstance(v, str) else v
+                       for k, v in row.items()}
             yield _text_of(row, src, line, raw)
 
 
@@ -182,7 +183,8 @@ def _read_parquet(src: SourceConfig, path: Path, invalid_utf8: str) -> Iterator[
     columns = [src.text_field] + ([src.id_field] if src.id_field else [])
     missing = [c for c in columns if c not in pfile.schema_arrow.names]
     if missing:
-        raise SourceError(f"{path}: no column {missing[0]!r} (columns: {pfile.schema_arrow.names}); set text_field/id_field of source {src.name!r}")
+        raise SourceError(f"{path}: no column {missing[0]!r} (columns: {pfile.schema_arrow.names}); "
+                          f"set text_field/id_field of source {src.name!r}")
     row_number = 0
     for batch in pfile.iter_batches(batch_size=4096, columns=columns):
         for obj in batch.to_pylist():

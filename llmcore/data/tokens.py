@@ -19,10 +19,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from llmcore import tokenizer as toks
 from llmcore.config import TokenizeConfig, TokenizerConfig
 from llmcore.data.stage import StageDir
 from llmcore.manifest import MANIFEST, commit_file, file_sha256, read_manifest, temp_path_for
-from llmcore import tokenizer as toks
 
 SPLITS = ("train", "validation")
 EMPTY = "empty_after_tokenization"

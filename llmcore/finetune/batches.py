@@ -15,7 +15,6 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-
 POOL_BATCHES = 50
 
 

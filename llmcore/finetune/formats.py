@@ -36,7 +36,7 @@ from typing import Iterable, Sequence
 import torch
 from tokenizers import Tokenizer
 
-from llmcore.objectives import IGNORE, _pad, _tensor, pad_seq2seq
+from llmcore.objectives import IGNORE, pad, pad_seq2seq, to_tensor
 
 SPLITS = ("train", "validation", "test")
 SUMMARIZE, SEP = "<summarize>", "<sep>"
@@ -237,9 +237,9 @@ def collate_seq2seq(examples: Sequence[dict], pad_id: int, decoder_start_id: int
 def collate_causal(examples: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded training batch: padding is masked out and never a label."""
     return {
-        "input_ids": _tensor(_pad([e["input_ids"] for e in examples], pad_id)),
-        "attention_mask": _tensor(_pad([[1] * len(e["input_ids"]) for e in examples], 0)),
-        "labels": _tensor(_pad([e["labels"] for e in examples], IGNORE)),
+        "input_ids": to_tensor(pad([e["input_ids"] for e in examples], pad_id)),
+        "attention_mask": to_tensor(pad([[1] * len(e["input_ids"]) for e in examples], 0)),
+        "labels": to_tensor(pad([e["labels"] for e in examples], IGNORE)),
     }
 
 
@@ -254,7 +254,7 @@ def collate_prompts(prompts: Sequence[Sequence[int]], pad_id: int) -> dict[str, 
 
 def collate_sources(sources: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded encoder inputs for `llmcore.generate.generate` on an encoder-decoder model."""
-    return {"input_ids": _tensor(_pad(sources, pad_id)), "attention_mask": _tensor(_pad([[1] * len(s) for s in sources], 0))}
+    return {"input_ids": to_tensor(pad(sources, pad_id)), "attention_mask": to_tensor(pad([[1] * len(s) for s in sources], 0))}
 
 
 def task_examples(cfg) -> dict[str, list[Example]]:

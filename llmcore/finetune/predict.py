@@ -34,7 +34,7 @@ def predict(ft: Finetuned, examples: Sequence[Example], generation: GenerationCo
             inputs = {k: v.to(device) for k, v in inputs.items()}
             seq = generate(model, **inputs, max_new_tokens=new_tokens, num_beams=generation.num_beams,
                            length_penalty=generation.length_penalty, no_repeat_ngram_size=generation.no_repeat_ngram_size,
-                           eos_token_id=cfg.eos_token_id, pad_token_id=pad)
+                           min_new_tokens=generation.min_new_tokens, eos_token_id=cfg.eos_token_id, pad_token_id=pad)
             for row in seq[:, skip:].tolist():
                 if cfg.eos_token_id in row:
                     row = row[: row.index(cfg.eos_token_id)]

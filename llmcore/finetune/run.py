@@ -88,7 +88,10 @@ def check_model(model: Transformer, cfg: FinetuneTaskConfig) -> None:
                                f"{mc.family} encoder: pretrain a gpt or t5 model, or set init to such a checkpoint")
     if mc.eos_token_id is None:
         raise TrainConfigError(f"the model of {cfg.name} has no eos_token_id in its config.json: generation could not stop")
-    length = cfg.max_source_length + cfg.max_target_length if mc.architecture == "decoder" else max(cfg.max_source_length, cfg.max_target_length)
+    if mc.architecture == "decoder":
+        length = cfg.max_source_length + cfg.max_target_length
+    else:
+        length = max(cfg.max_source_length, cfg.max_target_length)
     if mc.positions in ("learned", "sinusoidal") and length > mc.max_seq_len:
         raise TrainConfigError(f"{cfg.name}: examples of up to {length} tokens (max_source_length + max_target_length) "
                                f"exceed the model's {mc.max_seq_len} positions: lower the two lengths")

@@ -92,6 +92,15 @@ def all_reduce(t: torch.Tensor, op: str = "avg") -> torch.Tensor:
     return t
 
 
+def from_main(value):
+    """Rank 0's `value` on every rank (a choice that every process must share)."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

@@ -31,7 +31,7 @@ from llmcore.config import TrainConfig
 from llmcore.model import Block, Transformer
 from llmcore.model.io import save_state
 from llmcore.train import checkpoint
-from llmcore.train.distributed import World, all_reduce, barrier, wrap
+from llmcore.train.distributed import World, all_reduce, barrier, from_main, wrap
 from llmcore.train.metrics_log import MetricsLog, describe, now
 from llmcore.train.mfu import flops_per_token, peak_flops
 from llmcore.train.optim import build_optimizer, build_scheduler
@@ -78,7 +78,8 @@ class Trainer:
         self.cfg, self.run_dir, self.world = cfg, Path(run_dir), world
         self.seq_len, self.files, self.info = seq_len, files or {}, info or {}
         self.device = pick_device(cfg.device, world.local_rank)
-        self.precision = resolve_precision(cfg.precision, self.device)
+        self.precision = from_main(resolve_precision(cfg.precision, self.device, model, (cfg.batch_size, seq_len))
+                                   if world.main else None)
         self._was_deterministic = torch.are_deterministic_algorithms_enabled()
         configure(self.device, cfg.deterministic)
         self.module = model.to(self.device)
@@ -307,8 +308,7 @@ class Trainer:
 
     def _full_state(self) -> tuple[dict, dict]:
         if self.fsdp:  # gather the shards: full tensors on rank 0's CPU
-            from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                                 get_optimizer_state_dict)
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
 
             options = StateDictOptions(full_state_dict=True, cpu_offload=True)
             return (get_model_state_dict(self.module, options=options),
@@ -332,8 +332,7 @@ class Trainer:
         weights = load_file(directory / "model.safetensors", device="cpu")
         state = checkpoint.read_state(directory / checkpoint.TRAINER_STATE)
         if self.fsdp:
-            from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                                 set_optimizer_state_dict)
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
             options = StateDictOptions(full_state_dict=True)
             set_model_state_dict(self.module, weights, options=options)

@@ -10,7 +10,7 @@ sorting (`grouping.Grouper`), never by an in-memory index of all buckets.
 from __future__ import annotations
 
 import numpy as np
-from datasketch.lsh import _optimal_param
+from datasketch import MinHashLSH
 
 S_CURVE_AT = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # golden-ratio odd constant: multiply-xorshift mixing
@@ -18,7 +18,8 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)  # golden-ratio odd constant: multiply-xors
 
 def lsh_params(threshold: float, num_perm: int, recall_weight: float) -> tuple[int, int]:
     """(bands, rows) minimising the weighted areas of false positives and false negatives."""
-    return _optimal_param(threshold, num_perm, 1.0 - recall_weight, recall_weight)
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(1.0 - recall_weight, recall_weight))
+    return lsh.b, lsh.r
 
 
 def candidate_probability(jaccard: float, bands: int, rows: int) -> float:

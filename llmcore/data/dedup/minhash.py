@@ -16,12 +16,20 @@ from dataclasses import dataclass
 
 import numpy as np
 from datasketch import MinHash
-from datasketch.minhash import _fmix  # the scheme's pre-mix; tests check signatures equal datasketch's
 
 from llmcore.data.dedup.text import normalize, shingles, words
 
 EMPTY = np.uint32(0xFFFFFFFF)  # every slot of a document without shingles (datasketch's empty MinHash)
 BATCH_ELEMENTS = 1 << 21  # permuted values per numpy call (8 MiB of uint32): cache-sized, bounded
+
+
+def fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finalizer, the scheme's pre-mix (uint32 arithmetic wraps mod 2^32)."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
 
 
 @dataclass
@@ -76,7 +84,7 @@ class Signer:
 
     def _permute(self, digests: list[bytes], pieces: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
         """Minimum per permutation of each piece's shingle hashes: (documents, [pieces, num_perm])."""
-        hv = _fmix(np.frombuffer(b"".join(digests), dtype="<u4")[::5], 32)  # sha1_hash32: first 4 of 20 bytes
+        hv = fmix32(np.frombuffer(b"".join(digests), dtype="<u4")[::5])  # sha1_hash32: first 4 of 20 bytes
         phv = self.a * hv  # [num_perm, shingles]; uint32 arithmetic wraps: the scheme's mod 2^32
         phv += self.b
         docs, lengths = np.array(pieces, dtype=np.int64).T
