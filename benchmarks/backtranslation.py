@@ -14,8 +14,8 @@ at this recipe, BENCHMARKS.md), and is scored as `llmpipe run` scores it (the co
    `synthetic_ratio` synthetic pairs per real one mixed in. Both are scored on the same test split,
    beside the reverse model.
 
-    python -P benchmarks/backtranslation.py            # 35 min on 2 CPU cores (2,071 s, tests running beside it)
-    python -P benchmarks/backtranslation.py --steps 60 --sentences 64   # a smoke run
+    python benchmarks/backtranslation.py            # 35 min on 2 CPU cores (2,071 s, tests running beside it)
+    python benchmarks/backtranslation.py --steps 60 --sentences 64   # a smoke run
 
 Prints both scores and the difference; the last line is one JSON object.
 """

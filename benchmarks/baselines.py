@@ -5,7 +5,7 @@ clear, scored by the same metrics and split (llmcore.finetune.formats.split: 10 
 - summarization: lead-1 (and lead-2, lead-3 beside it); ROUGE-1/2/L with stemming.
 - dialogue: the frequent reply picked on the train split; token F1, ROUGE-L, distinct-1/2.
 
-    python -P benchmarks/baselines.py    # -P: benchmarks/tokenize.py would shadow the stdlib module
+    python benchmarks/baselines.py
 
 Prints one JSON line.
 """

@@ -6,9 +6,7 @@ unit of work (Parquet shard in, kept / rejected shards out) with its default set
 is `langdetect.detect_langs` called once per document, with the same fixed seed, its profiles
 loaded before its clock starts (ours loads its own on the clock).
 
-    python -P benchmarks/langid.py [--docs N] [--prefix-chars 500] [--workers 1]
-
-(-P: keep this folder off sys.path, where tokenize.py would shadow the standard library's.)
+    python benchmarks/langid.py [--docs N] [--prefix-chars 500] [--workers 1]
 
 The last line is one JSON object.
 """

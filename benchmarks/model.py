@@ -23,6 +23,8 @@ import transformers
 
 from llmcore.hf import to_transformers
 from llmcore.model import GPT, TransformerConfig
+from llmcore.model.linear import cpu_has_native_bf16
+from llmcore.train.runtime import cpu_kind
 
 
 def train_step(model, optimizer, batch, labels, bf16):
@@ -73,18 +75,20 @@ def main():
     cfg = TransformerConfig(family="gpt", vocab_size=8192, d_model=384, n_heads=6, n_layers=6, max_seq_len=256,
                             dropout=0.0, eos_token_id=0)
     fp32 = compare(cfg, batch_size=4, steps=2 if args.quick else 24, bf16=False)
-    # bf16 matmuls are slow on CPUs without native bf16 (this one: AVX2): a smaller batch
-    bf16 = compare(cfg, batch_size=1, steps=2 if args.quick else 8, bf16=True)
+    # bf16 matmuls are slow on CPUs without native bf16 (AVX2): a smaller batch there
+    bf16_batch = 4 if cpu_has_native_bf16() else 1
+    bf16 = compare(cfg, batch_size=bf16_batch, steps=2 if args.quick else 8 * (4 // bf16_batch), bf16=True)
     translation = TransformerConfig(family="gpt", vocab_size=4096, d_model=128, n_heads=4, n_layers=2, max_seq_len=96,
                                     dropout=0.0, eos_token_id=0)
     finetune = compare(translation, batch_size=32, steps=2 if args.quick else 40, bf16=False, prompt=48)
     print(json.dumps({
         "config": "gpt 6 layers, d_model 384, 6 heads, 256 context, 8192 vocab, dropout 0",
         "anchor": "transformers.GPT2LMHeadModel, attn_implementation=sdpa",
-        "torch": torch.__version__, "transformers": transformers.__version__, "threads": torch.get_num_threads(),
+        "cpu": cpu_kind(), "torch": torch.__version__, "transformers": transformers.__version__,
+        "threads": torch.get_num_threads(),
         "fp32_tokens_per_s": {k: round(v) for k, v in fp32.items()},
         "bf16_tokens_per_s": {k: round(v) for k, v in bf16.items()},
-        "batch_fp32": "4x256", "batch_bf16": "1x256 (bf16 autocast)",
+        "batch_fp32": "4x256", "batch_bf16": f"{bf16_batch}x256 (bf16 autocast)",
         "ratio_fp32": round(fp32["llmcore"] / fp32["transformers"], 3),
         "ratio_bf16": round(bf16["llmcore"] / bf16["transformers"], 3),
         "finetune_config": "gpt 2 layers, d_model 128, 4 heads, 4096 vocab; batch 32x96, the first 48 positions a prompt",

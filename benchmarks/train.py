@@ -11,12 +11,12 @@ hits both alike; after `--warmup` pairs, tokens/s = batch tokens / median step t
 median over pairs of anchor step time / ours. The data: the bundled sample (configs/sample/docs),
 tokenized with a byte-level BPE trained on it.
 
-The ratio is measured at the trainer's default precision (`auto`); `--check-bf16` repeats the pairs
-under bf16 autocast, to show what `auto` should pick on this CPU.
+The ratio is measured at the trainer's default precision (`auto`, which on a CPU with native bf16 probes
+which of fp32 and bf16 is faster for this model); `--check-bf16` repeats the pairs under bf16 autocast.
 
-    python -P benchmarks/train.py                       # ~5 minutes on 2 busy cores
-    python -P benchmarks/train.py --threads 1           # steadier on a shared machine
-    python -P benchmarks/train.py --gpu                 # what benchmarks/gpu.sh runs: GPT-2 124M, bf16, compiled
+    python benchmarks/train.py                       # ~5 minutes on 2 busy cores
+    python benchmarks/train.py --threads 1           # steadier on a shared machine
+    python benchmarks/train.py --gpu                 # what benchmarks/gpu.sh runs: GPT-2 124M, bf16, compiled
 
 The last line is one JSON object.
 """
@@ -44,7 +44,7 @@ from llmcore.model import TransformerConfig, build_model
 from llmcore.objectives import make_objective
 from llmcore.train.mfu import flops_per_token, peak_flops
 from llmcore.train.optim import build_scheduler
-from llmcore.train.runtime import PRECISIONS, pick_device, resolve_precision
+from llmcore.train.runtime import PRECISIONS, cpu_kind, pick_device
 from llmcore.train.trainer import Trainer
 
 SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample" / "docs"
@@ -72,7 +72,7 @@ def token_stage(root: Path, vocab_size: int) -> Path:
 class Anchor:
     """transformers' GPT-2 in a plain loop, one step per call, on batches read before the clock starts."""
 
-    def __init__(self, stage: Path, model_cfg: TransformerConfig, cfg: TrainConfig):
+    def __init__(self, stage: Path, model_cfg: TransformerConfig, cfg: TrainConfig, precision: str):
         import transformers
 
         loader = TokenLoader(stage, objective(stage, model_cfg), cfg.batch_size, seed=cfg.seed)
@@ -85,7 +85,7 @@ class Anchor:
             embd_pdrop=model_cfg.dropout, attn_pdrop=model_cfg.dropout)).to(self.device).train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, cfg)
-        self.cfg, self.dtype, self.done = cfg, PRECISIONS[resolve_precision(cfg.precision, self.device)], 0
+        self.cfg, self.dtype, self.done = cfg, PRECISIONS[precision], 0
 
     def step(self) -> float:
         start = time.perf_counter()
@@ -128,18 +128,22 @@ def objective(stage: Path, model_cfg: TransformerConfig):
 
 
 def paired_run(stage: Path, model_cfg: TransformerConfig, cfg: TrainConfig, run_dir: Path, anchor: bool, warmup: int) -> dict:
-    """One trainer run with an anchor step after each of ours (log_every 1); figures after `warmup` intervals."""
-    pairs = Pairs(Anchor(stage, model_cfg, cfg) if anchor else None)
+    """One trainer run with an anchor step after each of ours (log_every 1), the anchor at the precision the
+    trainer resolved; figures after `warmup` intervals."""
+    pairs = Pairs(None)
     loader = TokenLoader(stage, objective(stage, model_cfg), cfg.batch_size, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
     shutil.rmtree(run_dir, ignore_errors=True)
-    Trainer(build_model(model_cfg), cfg, run_dir, loader, seq_len=model_cfg.max_seq_len, callbacks=[pairs]).fit()
+    trainer = Trainer(build_model(model_cfg), cfg, run_dir, loader, seq_len=model_cfg.max_seq_len, callbacks=[pairs])
+    if anchor:
+        pairs.anchor = Anchor(stage, model_cfg, cfg, trainer.precision)
+    trainer.fit()
     tokens = cfg.batch_size * model_cfg.max_seq_len
     ours, theirs, mfu = pairs.ours[warmup:], pairs.theirs[warmup:], [m for m in pairs.mfu[warmup:] if m is not None]
     return {
         "ours": tokens / statistics.median(ours), "anchor": tokens / statistics.median(theirs) if theirs else None,
         "ratio": statistics.median(b / a for a, b in zip(ours, theirs)) if theirs else None,
-        "mfu": statistics.median(mfu) if mfu else None, "pairs": len(ours),
+        "mfu": statistics.median(mfu) if mfu else None, "pairs": len(ours), "precision": trainer.precision,
     }
 
 
@@ -176,15 +180,17 @@ def main() -> None:
         cfg = TrainConfig(max_steps=(args.warmup + args.steps + 1) * log_every, batch_size=args.batch, lr=6e-4, warmup_steps=2,
                           log_every=log_every, eval_every=10**9, checkpoint_every=10**9, compile=args.compile)
         device = pick_device(cfg.device)
-        precision = resolve_precision(cfg.precision, device)
         result = paired_run(stage, model_cfg, cfg, work / "run", not args.no_anchor, args.warmup)
+        precision = result.pop("precision")
         print(f"{precision}: " + ", ".join(f"{k} {v:,.4g}" for k, v in result.items() if v is not None), flush=True)
         bf16 = None
         if args.check_bf16:
             bf16 = paired_run(stage, model_cfg, cfg.model_copy(update={"precision": "bf16"}), work / "run", not args.no_anchor, args.warmup)
+            del bf16["precision"]
             print("bf16: " + ", ".join(f"{k} {v:,.4g}" for k, v in bf16.items() if v is not None), flush=True)
         summary = {
-            "benchmark": "train", "device": str(device), "threads": torch.get_num_threads(), "precision": precision,
+            "benchmark": "train", "device": str(device), "cpu": cpu_kind() if device.type == "cpu" else None,
+            "threads": torch.get_num_threads(), "precision": precision,
             "model": {"d_model": args.d_model, "layers": args.layers, "heads": args.heads, "block": args.block, "vocab": vocab,
                       "params": build_model(model_cfg).num_parameters()},
             "batch": args.batch, "pairs": result["pairs"], "compile": args.compile,

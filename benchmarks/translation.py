@@ -6,10 +6,10 @@ validation BLEU every `eval_every` steps, the best checkpoint kept); the flags c
 how long it trains. The test split is decoded greedily and as `llmpipe run` decodes it (the config's
 `evaluate` settings).
 
-    python -P benchmarks/translation.py --init scratch --seed 1                 # ~8 min on 2 CPU cores
-    python -P benchmarks/translation.py --init pretrained \\
+    python benchmarks/translation.py --init scratch --seed 1                 # ~8 min on 2 CPU cores
+    python benchmarks/translation.py --init pretrained \\
         --checkpoint DATA_ROOT/pretrain/<key>/checkpoints/step-00000600 --steps 2400
-    python -P benchmarks/translation.py --steps 40 --eval-every 20               # a smoke run
+    python benchmarks/translation.py --steps 40 --eval-every 20               # a smoke run
 
 The last line is one JSON object.
 """

@@ -180,7 +180,7 @@ def augment_stage(runner: TaskRunner, cfg: AugmentConfig, data_root: str, upstre
     return _finish(futures, data_root, "augment", key, parts, config, inputs, upstream["ledger"]["rows_out"], extra)
 
 
-@flow(name="data", persist_result=True)
+@flow(name="data", persist_result=True, result_serializer="json")
 def data_flow(config: DataConfig, data_root: str = DEFAULT_DATA_ROOT) -> list[str]:
     """Raw sources to a clean, deduplicated corpus and its token shards; returns the stages' manifest paths in order."""
     root = os.path.abspath(data_root)

@@ -56,7 +56,7 @@ def examples_markdown(results: list[dict]) -> str:
     return "\n\n".join(parts)
 
 
-@flow(name="evaluate", persist_result=True)
+@flow(name="evaluate", persist_result=True, result_serializer="json")
 def evaluate_flow(config: EvaluateConfig, finetune_manifests: list[str], data_root: str = DEFAULT_DATA_ROOT) -> str:
     """Score each fine-tuned model on its task's test split; returns the combined results.json's path."""
     if not finetune_manifests:

@@ -48,7 +48,7 @@ def _inputs(cfg: FinetuneTaskConfig, pretrain: dict | None, augment: dict | None
     return upstream, synthetic
 
 
-@flow(name="finetune", persist_result=True)
+@flow(name="finetune", persist_result=True, result_serializer="json")
 def finetune_flow(tasks: list[FinetuneTaskConfig], pretrain_manifest: str | None = None, augment_manifest: str | None = None,
                   data_root: str = DEFAULT_DATA_ROOT) -> list[str]:
     """Fine-tune every task; returns their finetune manifests' paths."""

@@ -13,7 +13,7 @@ from flows.evaluate import evaluate_flow
 from flows.finetune import finetune_flow
 from flows.pretrain import pretrain_flow
 from llmcore.config import PipelineConfig
-from tasks.common import results_dir
+from tasks.results import DataRootResults
 
 
 def stage_of(manifest_path: str) -> str:
@@ -21,11 +21,11 @@ def stage_of(manifest_path: str) -> str:
     return Path(manifest_path).parent.parent.name
 
 
-@flow(name="pipeline", log_prints=True, persist_result=True)
+@flow(name="pipeline", log_prints=True, persist_result=True, result_serializer="json")
 def pipeline_flow(config: PipelineConfig, data_root: str = DEFAULT_DATA_ROOT) -> dict[str, list[str]]:
     """Raw text to the stages' manifests and the evaluation results; returns them by flow name."""
     root = os.path.abspath(data_root)
-    stored = results_dir(root)
+    stored = DataRootResults.of(root)
     data = data_flow.with_options(result_storage=stored)(config.data, root)
     pretrain = pretrain_flow.with_options(result_storage=stored)(config.pretrain, data[-1], root)
     out = {"data": data, "pretrain": [pretrain]}

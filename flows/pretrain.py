@@ -19,7 +19,7 @@ from tasks.common import bind
 from tasks.train import VERSION, pretrain_task
 
 
-@flow(name="pretrain", persist_result=True)
+@flow(name="pretrain", persist_result=True, result_serializer="json")
 def pretrain_flow(config: PretrainConfig, tokens_manifest: str, data_root: str = DEFAULT_DATA_ROOT) -> str:
     """Pretrain on the tokenize stage whose manifest is `tokens_manifest`; returns the pretrain manifest's path."""
     root = os.path.abspath(data_root)

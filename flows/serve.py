@@ -21,7 +21,7 @@ from prefect.utilities.templating import apply_values
 from flows.cli import DEFAULT_CONFIG
 from flows.data import DEFAULT_DATA_ROOT
 from llmcore.config import load_config
-from tasks.common import results_dir
+from tasks.results import results_dir
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 PREFECT_FILE = PROJECT_DIR / "deployments" / "prefect.yaml"

@@ -36,12 +36,24 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def file_mode() -> int:
+    """The mode a new file gets from the umask (0o644 under the usual 022). mkstemp makes 0o600 files, which
+    a worker running as another user could not read on a shared root."""
+    try:
+        umask = int(next(line.split()[1] for line in Path("/proc/self/status").read_text().splitlines()
+                         if line.startswith("Umask:")), 8)
+    except (OSError, StopIteration):
+        umask = 0o022  # no /proc: the common default (os.umask would change it process-wide to read it)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: str | Path, data: bytes) -> None:
     """Write to a temp file beside `path`, fsync, rename: readers see the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -55,6 +67,18 @@ def atomic_write(path: str | Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def relative_paths(value: Any, base: str | Path) -> Any:
+    """`value` with every path string inside `base` made relative to it: what a manifest stores, so that a data
+    root still reads right after a move or a copy."""
+    if isinstance(value, dict):
+        return {k: relative_paths(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relative_paths(v, base) for v in value]
+    if isinstance(value, str) and value.startswith(str(base) + os.sep):
+        return os.path.relpath(value, base)
+    return value
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -128,4 +152,10 @@ def describe_file(path: Path, root: Path, rows: int) -> dict:
 
 def read_manifest(stage_dir: str | Path) -> dict | None:
     path = Path(stage_dir) / MANIFEST
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:  # not JSON, or not UTF-8: the stage's record of its files is lost
+        raise ValueError(f"{path} is not a valid manifest ({exc}): delete the stage directory {path.parent} "
+                         "so that the stage is recomputed") from None

@@ -19,6 +19,7 @@ from llmcore.data.readers import SourceError
 from llmcore.data.stage import StageDir
 from llmcore.locks import once
 from llmcore.manifest import MANIFEST
+from tasks.results import DataRootResults
 
 FAIL_ENV = "LLMPIPE_FAIL_STAGE"  # tests set it to a stage name to make that stage fail
 
@@ -54,7 +55,7 @@ def _part_key(context: Any, params: dict) -> str:
     return f"{params['stage']}-{params['key']}-{params.get('part', 'manifest')}"
 
 
-# Options of every stage task: retried with backoff, cached by content, result persisted (a path).
+# Options of every stage task: retried with backoff, cached by content, result persisted (a path, as JSON).
 STAGE_TASK = dict(
     retries=2,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
@@ -62,16 +63,13 @@ STAGE_TASK = dict(
     retry_condition_fn=retry_unless(*PERMANENT),
     cache_key_fn=_part_key,
     persist_result=True,
+    result_serializer="json",
 )
 
 
-def results_dir(data_root: str | Path) -> Path:
-    return Path(data_root) / "prefect-results"
-
-
 def bind(stage_task: Task, data_root: str | Path) -> Task:
-    """The task with its results stored under the data root (a Path: a str would name a block)."""
-    return stage_task.with_options(result_storage=results_dir(data_root))
+    """The task with its results stored under the data root (tasks/results.py)."""
+    return stage_task.with_options(result_storage=DataRootResults.of(data_root))
 
 
 @task(name="finalize", task_run_name="finalize-{stage}", **STAGE_TASK)

@@ -13,7 +13,7 @@ from llmcore.config import FinetuneTaskConfig
 from llmcore.finetune.formats import FormatError
 from llmcore.finetune.run import MODEL_DIR, FinetuneJob, run
 from llmcore.locks import once
-from llmcore.manifest import MANIFEST, atomic_write_json, describe_file
+from llmcore.manifest import MANIFEST, atomic_write_json, describe_file, relative_paths
 from llmcore.train.checks import TrainConfigError
 from llmcore.train.metrics_log import CURVE, METRICS, latest_by_step, now, read_events
 from llmcore.train.trainer import NonFiniteLoss
@@ -41,7 +41,7 @@ def write_manifest(run_dir: Path, key: str, cfg: FinetuneTaskConfig, upstream: l
         "config": cfg.model_dump(mode="json"), "upstream": upstream, "model": MODEL_DIR,
         "files": [describe_file(p, run_dir, 0) for p in sorted(model.iterdir()) if p.is_file()],
         "validation": {k: v for k, v in (restored or {}).items() if k not in ("event", "time")},
-        "metrics": METRICS, "loss_curve": CURVE, "tensorboard": "tb", "summary": summary,
+        "metrics": METRICS, "loss_curve": CURVE, "tensorboard": "tb", "summary": relative_paths(summary, run_dir),
     }
     atomic_write_json(run_dir / MANIFEST, manifest)
     return manifest

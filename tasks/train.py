@@ -21,7 +21,7 @@ from prefect.runtime import task_run
 from llmcore.config import PretrainConfig
 from llmcore.data.tokens import TokenShardError
 from llmcore.locks import once
-from llmcore.manifest import MANIFEST, atomic_write_json, describe_file, read_manifest
+from llmcore.manifest import MANIFEST, atomic_write_json, describe_file, read_manifest, relative_paths
 from llmcore.train import checkpoint, pretrain
 from llmcore.train.checks import TrainConfigError
 from llmcore.train.distributed import torchrun_command
@@ -147,7 +147,8 @@ def write_manifest(run_dir: Path, key: str, cfg: PretrainConfig, tokens: str, su
         "checkpoint": str(final.relative_to(run_dir)),
         "best": str(Path(summary["best"]).relative_to(run_dir)) if summary["best"] else None,
         "files": [describe_file(p, run_dir, 0) for p in sorted(final.iterdir()) if p.is_file()],
-        "metrics": METRICS, "loss_curve": CURVE, "tensorboard": "tb", "summary": summary, "finished": now(),
+        "metrics": METRICS, "loss_curve": CURVE, "tensorboard": "tb", "summary": relative_paths(summary, run_dir),
+        "finished": now(),
     }
     atomic_write_json(run_dir / MANIFEST, manifest)
     return manifest

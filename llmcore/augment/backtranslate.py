@@ -30,7 +30,7 @@ from llmcore.finetune.formats import Example, load_translation, split_of
 from llmcore.finetune.predict import predict
 from llmcore.finetune.run import FinetuneJob, run
 from llmcore.finetune.spec import load_finetuned
-from llmcore.manifest import atomic_write, atomic_write_json
+from llmcore.manifest import atomic_write, atomic_write_json, relative_paths
 from llmcore.train.runtime import pick_device
 
 SYNTHETIC = "synthetic.jsonl"
@@ -104,7 +104,7 @@ def train_model(task: FinetuneTaskConfig, run_dir: str | Path) -> Path:
     TRAINED last. Returns the exported model directory."""
     run_dir = Path(run_dir)
     summary = run(FinetuneJob(task, str(run_dir)))
-    atomic_write_json(run_dir / TRAINED, summary)
+    atomic_write_json(run_dir / TRAINED, relative_paths(summary, run_dir))
     return run_dir / summary["model"]
 
 
@@ -142,7 +142,7 @@ def backtranslate(out_dir: str | Path, shards: Sequence[str], cfg: Backtranslati
                "reverse_model": str(reverse)}
     if forward:
         summary.update(paraphrase(out_dir / PARAPHRASES, shards, cfg, reverse, forward), forward_model=str(forward))
-    return summary
+    return relative_paths(summary, out_dir)
 
 
 def paraphrase(path: Path, shards: Sequence[str], cfg: BacktranslationConfig, reverse: str, forward: str) -> dict:

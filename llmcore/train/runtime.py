@@ -100,6 +100,13 @@ def _time_passes(model: torch.nn.Module, batch_shape: tuple[int, int]) -> dict[s
     return {p: sorted(t)[len(t) // 2] for p, t in times.items()}
 
 
+def cpu_kind() -> str:
+    """The CPU as benchmarks record it, e.g. "AMD EPYC, AVX512, bf16 native"."""
+    bf16 = "bf16 native" if cpu_has_native_bf16() else "bf16 emulated"
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return f"{_cpu_name()}, {torch.backends.cpu.get_cpu_capability()}, {bf16}" + (f" (ONEDNN_MAX_CPU_ISA={isa})" if isa else "")
+
+
 def _cpu_name() -> str:
     with contextlib.suppress(OSError, StopIteration):
         return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()

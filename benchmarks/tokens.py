@@ -12,7 +12,7 @@
    CLM batches of `--batch-size` x `--block-size` int64 tensors (input_ids, attention_mask,
    labels), across epochs; tokens/s = batch tokens / wall time, median of `--repeat` runs.
 
-    python benchmarks/tokenize.py [--repeat 5] [--copies 1] [--block-size 1024] [--batch-size 8]
+    python benchmarks/tokens.py [--repeat 5] [--copies 1] [--block-size 1024] [--batch-size 8]
 
 The last line is one JSON object.
 """
