@@ -19,7 +19,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from llmcore.augment.backtranslate import PARAPHRASES, SYNTHETIC
 from llmcore.config import AugmentConfig, DataConfig, DedupConfig, IngestConfig, RunnerConfig, TokenizerConfig
-from llmcore.data.readers import list_inputs
+from llmcore.data.readers import list_inputs, printable_path
 from llmcore.manifest import MANIFEST, file_sha256, stage_key
 from llmcore.report import format_table, funnel
 from tasks import augment, dedup, tokens
@@ -75,9 +75,10 @@ def _fingerprint(unit: str) -> str:
     """Identity of an input as it is now: path, size and mtime (hashing every byte would cost a read)."""
     path = Path(unit)
     if not path.exists():
-        return unit  # a dataset named by load_dataset arguments
+        return printable_path(unit)  # a dataset named by load_dataset arguments
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return ";".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    # printable: a file name of non-UTF-8 bytes would not encode into the key or the manifest
+    return ";".join(f"{printable_path(str(p))}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
 
 
 def shard_stage(runner: TaskRunner, stage: str, part_task, cfg, data_root: str, upstream: dict,

@@ -2,19 +2,33 @@
 
 Unknown keys are errors (a typo must not silently fall back to a default). Relative paths in a
 config file are resolved against the file's own directory, so a config works from any cwd.
+`load_config` then runs the pre-flight checks (`preflight`: the files named, metrics measured, model
+sizes), so that a config `llmpipe validate` passes does not fail on a setting after hours of work.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Sequence, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic reads true as 1 and false as 0 for a number: `max_steps: true` would train one step."""
+        annotation = cls.model_fields[info.field_name].annotation
+        types = get_args(annotation) or (annotation,)
+        if isinstance(value, bool) and bool not in types and {int, float} & set(types):
+            raise ValueError(f"{str(value).lower()} is not a number: write the number this setting takes"
+                             + (" (or null)" if type(None) in types else ""))
+        return value
 
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -48,6 +62,15 @@ class IngestConfig(Section):
     invalid_utf8: Literal["quarantine", "replace"] = Field(
         "quarantine", description="a line with invalid UTF-8: quarantine it, or decode with U+FFFD"
     )
+
+    @model_validator(mode="after")
+    def _check_source_names(self) -> IngestConfig:
+        names = [src.name for src in self.sources]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"two sources are named {twice[0]!r}: the name starts every document id, so their ids "
+                             "would collide; give each source its own name")
+        return self
 
 
 class PiiConfig(Section):
@@ -84,6 +107,19 @@ class LanguageConfig(Section):
     prefix_chars: int = Field(1000, gt=0, description="classify only this many leading characters")
     seed: int = 0
     workers: int = Field(0, ge=0, description="processes classifying in parallel; 0 = one per CPU core")
+
+    @field_validator("allowed")
+    @classmethod
+    def _check_known(cls, allowed: list[str]) -> list[str]:
+        from langdetect.detector_factory import PROFILES_DIRECTORY  # the languages the language stage can answer
+
+        from llmcore.data.language import UNKNOWN
+
+        known = sorted(f for f in os.listdir(PROFILES_DIRECTORY) if not f.startswith(".")) + [UNKNOWN]  # und: no text to detect
+        unknown = [code for code in allowed if code not in known]
+        if unknown:
+            raise ValueError(f"{unknown} not among the languages langdetect identifies; use codes from {known}")
+        return allowed
 
 
 class DedupConfig(Section):
@@ -158,6 +194,13 @@ class ModelConfig(Section):
     vocab_size: int | None = Field(
         None, gt=0, description="default: the tokenizer's; larger pads the embedding (GPUs like multiples of 64), smaller is refused"
     )
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> ModelConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) is not divisible by n_heads ({self.n_heads}): each head takes "
+                             "d_model / n_heads dimensions; make d_model a multiple of n_heads")
+        return self
 
 
 class EarlyStoppingConfig(Section):
@@ -288,6 +331,9 @@ class FinetuneTaskConfig(Section):
             raise ValueError("a translation task needs source_lang and target_lang (the JSONL fields of each side)")
         if self.task != "translation" and self.synthetic_ratio:
             raise ValueError("synthetic_ratio mixes back-translated pairs into translation tasks only")
+        if self.validation_fraction + self.test_fraction >= 1:
+            raise ValueError(f"validation_fraction + test_fraction is {self.validation_fraction + self.test_fraction:g}: no "
+                             "example would be left to train on; keep their sum below 1")
         return self
 
 
@@ -386,8 +432,12 @@ _FIXES = {
 }
 
 
+Problem = tuple[Sequence, str]  # (location: keys and list indices, what is wrong and the fix)
+
+
 def load_config(path: str | Path) -> PipelineConfig:
-    """Read and validate a pipeline YAML file; relative source paths become absolute."""
+    """Read and validate a pipeline YAML file; relative paths become absolute. Then the pre-flight checks
+    (`preflight`), so that a config that passes here does not fail on a setting later."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found; pass an existing YAML file (see configs/tiny.yaml)")
@@ -400,10 +450,122 @@ def load_config(path: str | Path) -> PipelineConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping with at least a `data` section")
     _resolve_paths(raw, path.parent.resolve())
+    problems = _duplicate_keys(root)
     try:
-        return PipelineConfig.model_validate(raw)
+        config = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_explain(path, root, exc)) from None
+        raise ConfigError(_report(path, root, problems + _explain(exc))) from None
+    problems += preflight(config)
+    if problems:
+        raise ConfigError(_report(path, root, problems))
+    return config
+
+
+def preflight(config: PipelineConfig) -> list[Problem]:
+    """What the fields' validators cannot see, checked before any stage runs: what the training code
+    measures and the model families' defaults (imported here: they need torch), and the files the config names."""
+    return [*_training_problems(config), *_missing_files(config), *_missing_sources(config.data.ingest)]
+
+
+def _training_problems(config: PipelineConfig) -> list[Problem]:
+    from llmcore.finetune.run import TASK_METRICS
+    from llmcore.model.config import ARCHITECTURES, FAMILIES
+    from llmcore.train.trainer import METRICS
+
+    def bounded(model: ModelConfig) -> bool:  # a position table of max_seq_len entries
+        return (model.positions or FAMILIES[model.family]["positions"]) in ("learned", "sinusoidal")
+
+    problems: list[Problem] = []
+    pre, pretrained = config.pretrain, config.pretrain.model
+    if pre.train.early_stopping.metric not in METRICS:
+        problems.append((("pretrain", "train", "early_stopping", "metric"), f"{pre.train.early_stopping.metric!r} is not "
+                         f"measured in pretraining; use one of {list(METRICS)}"))
+    if bounded(pretrained) and pretrained.max_seq_len and pre.block_size > pretrained.max_seq_len:
+        problems.append((("pretrain", "block_size"), f"{pre.block_size} tokens per example exceed the model's "
+                         f"{pretrained.max_seq_len} positions (pretrain.model.max_seq_len): lower block_size or raise max_seq_len"))
+    tasks = [(("finetune", i), task) for i, task in enumerate(config.finetune)]
+    if config.data.augment.backtranslation:
+        tasks.append((("data", "augment", "backtranslation", "reverse"), config.data.augment.backtranslation.reverse))
+    for loc, task in tasks:
+        measured = [*METRICS, *(TASK_METRICS[task.task] if task.validation_fraction else ())]
+        if task.train.early_stopping.metric not in measured:
+            problems.append(((*loc, "train", "early_stopping", "metric"), f"{task.train.early_stopping.metric!r} is not "
+                             f"measured for a {task.task} task; use one of {measured}"))
+        if task.init == "scratch":
+            model, which, field = task.model, "this task's model", "model"
+            context = model.max_seq_len or task.max_source_length + task.max_target_length
+        elif task.init == "pretrained":
+            model, which, field = pretrained, "the pretrained model", "pretrain.model"
+            context = pretrained.max_seq_len or pre.block_size
+        else:
+            continue  # a checkpoint directory: its config.json is checked when it is loaded
+        architecture = ARCHITECTURES[model.family]
+        if architecture == "encoder":
+            problems.append(((*loc, "init"), f"{which} ({field}.family) is a {model.family} encoder, which cannot generate: "
+                             "fine-tune a gpt or t5 model"))
+            continue
+        decoder = architecture == "decoder"  # source and target share the positions of one sequence
+        length = task.max_source_length + task.max_target_length if decoder else max(task.max_source_length, task.max_target_length)
+        if bounded(model) and length > context:
+            what = "max_source_length + max_target_length" if decoder else "the longer of max_source_length and max_target_length"
+            problems.append(((*loc, "max_source_length"), f"examples of up to {length} tokens ({what}) exceed the {context} "
+                             f"positions of {which}: lower the lengths, or raise {field}.max_seq_len"))
+        if task.freeze.first_layers > model.n_layers:
+            problems.append(((*loc, "freeze", "first_layers"), f"{task.freeze.first_layers} layers to freeze but {which} has "
+                             f"{model.n_layers} ({field}.n_layers): freeze at most {model.n_layers}"))
+    return problems
+
+
+def _missing_files(config: PipelineConfig) -> list[Problem]:
+    """The files and directories the config names, resolved as the runtime resolves them (`_resolve_paths`)."""
+    data, augment = config.data, config.data.augment
+    named = [(("data", "tokenizer", "path"), data.tokenizer.path)]
+    for i, task in enumerate(config.finetune):
+        named.append((("finetune", i, "path"), task.path))
+        if task.init not in ("pretrained", "scratch"):
+            named.append((("finetune", i, "init"), task.init))
+    if augment.backtranslation:
+        named += [(("data", "augment", "backtranslation", key), getattr(augment.backtranslation, key)) for key in ("pairs", "model")]
+    if augment.eda:
+        named.append((("data", "augment", "eda", "synonyms"), augment.eda.synonyms))
+    return [(loc, f"{value} does not exist (a relative path is resolved against the config file's directory): fix the path")
+            for loc, value in named if value is not None and not os.path.exists(value)]
+
+
+def _missing_sources(ingest: IngestConfig) -> list[Problem]:
+    """Ingest sources whose path names no input, as the ingest stage lists them (apart from IngestConfig's own checks)."""
+    from llmcore.data.readers import SourceError, list_inputs
+
+    problems: list[Problem] = []
+    for i, src in enumerate(ingest.sources):
+        try:
+            list_inputs(src, i)
+        except SourceError as exc:
+            problems.append((("data", "ingest", "sources", i, "path"), str(exc)))
+    return problems
+
+
+def _duplicate_keys(node: yaml.Node | None, loc: tuple = (), seen: set[int] | None = None) -> list[Problem]:
+    """Keys given twice in one mapping: YAML keeps the last silently. Merge keys (`<<: *anchor`) are overrides, not duplicates."""
+    seen = set() if seen is None else seen
+    if node is None or id(node) in seen:  # an alias is the anchored node again
+        return []
+    seen.add(id(node))
+    problems: list[Problem] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            if name is not None and name != "<<":
+                if name in first:
+                    problems.append(((*loc, name), f"given twice: here and again at line {key.start_mark.line + 1} (YAML would "
+                                     "keep the last silently) -> fix: keep one"))
+                first.setdefault(name, key.start_mark.line + 1)
+            problems += _duplicate_keys(value, (*loc, name), seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            problems += _duplicate_keys(item, (*loc, i), seen)
+    return problems
 
 
 def _resolve_paths(raw: dict, base: Path) -> None:
@@ -421,14 +583,20 @@ def _resolve_paths(raw: dict, base: Path) -> None:
             section[key] = str(base / section[key])
 
 
-def _explain(path: Path, root: yaml.Node | None, exc: ValidationError) -> str:
-    lines = [f"{path}: {exc.error_count()} problem(s):"]
+def _explain(exc: ValidationError) -> list[Problem]:
+    problems: list[Problem] = []
     for err in exc.errors():
         loc = [part for part in err["loc"] if not str(part).startswith("function-after")]
-        field = ".".join(str(p) for p in loc) or "(top level)"
         fix = _FIXES.get(err["type"], "")
-        where = _line_of(root, loc)
-        lines.append(f"  {path}{where} {field}: {err['msg']}" + (f" -> fix: {fix}" if fix else ""))
+        problems.append((loc, err["msg"] + (f" -> fix: {fix}" if fix else "")))
+    return problems
+
+
+def _report(path: Path, root: yaml.Node | None, problems: list[Problem]) -> str:
+    lines = [f"{path}: {len(problems)} problem(s):"]
+    for loc, message in problems:
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        lines.append(f"  {path}{_line_of(root, list(loc))} {field}: {message}")
     return "\n".join(lines)
 
 

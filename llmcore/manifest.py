@@ -18,6 +18,10 @@ from typing import Any
 MANIFEST = "manifest.json"
 
 
+class ManifestError(ValueError):
+    """A manifest that cannot be read: the stage must be recomputed (its directory deleted)."""
+
+
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
@@ -157,5 +161,5 @@ def read_manifest(stage_dir: str | Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except ValueError as exc:  # not JSON, or not UTF-8: the stage's record of its files is lost
-        raise ValueError(f"{path} is not a valid manifest ({exc}): delete the stage directory {path.parent} "
+        raise ManifestError(f"{path} is not a valid manifest ({exc}): delete the stage directory {path.parent} "
                          "so that the stage is recomputed") from None

@@ -18,7 +18,8 @@ from llmcore.config import ConfigError
 from llmcore.data.readers import SourceError
 from llmcore.data.stage import StageDir
 from llmcore.locks import once
-from llmcore.manifest import MANIFEST
+from llmcore.manifest import MANIFEST, ManifestError
+from llmcore.model.io import ModelFileError
 from tasks.results import DataRootResults
 
 FAIL_ENV = "LLMPIPE_FAIL_STAGE"  # tests set it to a stage name to make that stage fail
@@ -33,7 +34,8 @@ def maybe_fail(stage: str) -> None:
         raise InjectedFailure(f"stage {stage!r} failed on purpose ({FAIL_ENV}={stage})")
 
 
-PERMANENT = (InjectedFailure, SourceError, ConfigError)  # fail the same way every time
+# Fail the same way every time: a retry would only repeat them.
+PERMANENT = (InjectedFailure, SourceError, ConfigError, ManifestError, ModelFileError)
 
 
 def retry_unless(*permanent: type[BaseException]):

@@ -17,7 +17,7 @@ from llmcore.data.stage import StageDir
 from llmcore.locks import once
 from tasks.common import STAGE_TASK, maybe_fail
 
-VERSIONS = {"ingest": 1, "clean": 1, "language": 1}
+VERSIONS = {"ingest": 2, "clean": 1, "language": 1}
 
 
 def run_part(data_root: str, stage: str, key: str, part: str, work: Callable[[StageDir], object]) -> str:

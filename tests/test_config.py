@@ -12,6 +12,8 @@ from llmcore.config import ConfigError, load_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "corpus").mkdir(exist_ok=True)
+    (tmp_path / "corpus" / "web.jsonl").write_text('{"text": "a document"}\n')  # GOOD's source: validate checks it exists
     path = tmp_path / "run.yaml"
     path.write_text(text)
     return path

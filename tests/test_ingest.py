@@ -167,3 +167,137 @@ def test_shards_roll_over_and_summary_is_written_last(tmp_path):
     assert [f["rows"] for f in summary["files"]] == [10, 10, 5]
     assert stage.done_part("part-00000") == summary
     assert not list(stage.path.rglob("*.tmp"))
+
+
+def test_json_that_python_cannot_hold_is_quarantined_not_fatal(tmp_path):
+    path = tmp_path / "in.jsonl"
+    lines = [b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", b'{"text": "x", "n": ' + b"7" * 5000 + b"}",
+             b'{"text": "lone \\ud800 surrogate"}', b'{"doc": "\\udfff", "text": "x"}', json.dumps({"text": TEXTS[0]}).encode()]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    src = SourceConfig(name="s", format="jsonl", path=str(path))
+    stage, [summary] = ingest(tmp_path / "q", src)
+    assert [d["text"] for d in docs(stage, [summary])] == ["x", TEXTS[0]]
+    assert [(q["line"], q["error"][:30]) for q in quarantined(stage, summary)] == [
+        (1, "JSON nested too deeply for Pyt"), (2, "JSON integer over 4300 digits,"), (3, "field 'text' holds a lone surr")]
+    stage, [summary] = ingest(tmp_path / "r", src, invalid_utf8="replace")
+    assert [d["text"] for d in docs(stage, [summary])] == ["lone \ufffd surrogate", "x", TEXTS[0]]
+    stage, [summary] = ingest(tmp_path / "id", src.model_copy(update={"id_field": "doc"}))
+    assert quarantined(stage, summary)[3]["error"].startswith("field 'doc' holds a lone surrogate (U+DFFF)")
+
+
+def test_parquet_damaged_mid_file_loses_only_its_row_group(tmp_path):
+    path = tmp_path / "in.parquet"
+    texts = [f"{TEXTS[i % 3]} {i}" for i in range(30)]
+    pq.write_table(pa.table({"text": texts}), path, row_group_size=10)
+    data = bytearray(path.read_bytes())
+    start = pq.ParquetFile(path).metadata.row_group(1).column(0).data_page_offset
+    data[start:start + 64] = b"\xff" * 64  # the page header of row group 1; the footer stays intact
+    path.write_bytes(bytes(data))
+    stage, [summary] = ingest(tmp_path, SourceConfig(name="p", format="parquet", path=str(path)))
+    assert [d["text"] for d in docs(stage, [summary])] == texts[:10] + texts[20:]
+    [bad] = quarantined(stage, summary)
+    assert bad["line"] == 11 and bad["error"].startswith("damaged Parquet data, rows 11-20 (row group 1) lost")
+
+
+def test_non_utf8_file_name_is_read_with_an_escaped_name(tmp_path):
+    import os
+
+    (tmp_path / "in").mkdir()
+    with open(os.fsencode(tmp_path / "in") + b"/caf\xe9.jsonl", "wb") as fh:
+        fh.write(json.dumps({"text": TEXTS[0]}).encode() + b"\n{broken\n")
+    stage, [summary] = ingest(tmp_path, SourceConfig(name="s", format="jsonl", path=str(tmp_path / "in")))
+    assert [d["id"] for d in docs(stage, [summary])] == ["s/caf\\xe9.jsonl:1"]
+    [bad] = quarantined(stage, summary)
+    assert bad["file"] == summary["info"]["input"] == str(tmp_path / "in" / "caf\\xe9.jsonl") and bad["line"] == 2
+
+
+def test_utf8_bom_at_file_start_is_accepted(tmp_path):
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "in.jsonl").write_bytes(bom + json.dumps({"text": TEXTS[0]}).encode() + b"\n")
+    (tmp_path / "in.txt").write_bytes(bom + TEXTS[1].encode() + b"\n")
+    (tmp_path / "in.csv").write_bytes(bom + b"text\r\n" + TEXTS[2].encode() + b"\r\n")
+    for name, fmt, text in [("in.jsonl", "jsonl", TEXTS[0]), ("in.txt", "text", TEXTS[1]), ("in.csv", "csv", TEXTS[2])]:
+        stage, [summary] = ingest(tmp_path / fmt, SourceConfig(name="s", format=fmt, path=str(tmp_path / name)))
+        assert [d["text"] for d in docs(stage, [summary])] == [text] and summary["ledger"]["quarantined"] == 0
+    per_file = SourceConfig(name="s", format="text", path=str(tmp_path / "in.txt"), text_unit="file")
+    assert [d["text"] for d in docs(*ingest(tmp_path / "file", per_file))] == [TEXTS[1] + "\n"]
+
+
+def test_csv_records_are_numbered_by_their_first_line(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b'text\n"two\nlines"\n\n"three\nmore\nlines"\nafter a blank\n"bad \xff"\n')
+    stage, [summary] = ingest(tmp_path, SourceConfig(name="c", format="csv", path=str(path)))
+    assert [d["id"] for d in docs(stage, [summary])] == ["c/in.csv:2", "c/in.csv:5", "c/in.csv:8"]
+    assert [q["line"] for q in quarantined(stage, summary)] == [9]
+
+
+def test_compressed_inputs_are_read_transparently(tmp_path):
+    import gzip
+
+    (tmp_path / "c").mkdir()
+    lines = [json.dumps({"text": t}).encode() + b"\n" for t in TEXTS]
+    (tmp_path / "c" / "a.jsonl.gz").write_bytes(gzip.compress(b"".join(lines)))
+    with pa.CompressedOutputStream(str(tmp_path / "c" / "b.jsonl.zst"), "zstd") as out:
+        out.write(b"".join(lines))
+    (tmp_path / "c" / "c.jsonl").write_bytes(gzip.compress(lines[0]))  # compressed without the suffix: told by its bytes
+    stage, summaries = ingest(tmp_path / "j", SourceConfig(name="s", format="jsonl", path=str(tmp_path / "c")))
+    assert [d["id"] for d in docs(stage, summaries)] == [f"s/{f}:{i}" for f in ("a.jsonl.gz", "b.jsonl.zst") for i in (1, 2, 3)] + [
+        "s/c.jsonl:1"]
+    assert [d["text"] for d in docs(stage, summaries)] == TEXTS * 2 + TEXTS[:1]
+    (tmp_path / "in.txt.gz").write_bytes(gzip.compress("\n".join(TEXTS).encode()))
+    (tmp_path / "in.csv.gz").write_bytes(gzip.compress(("text\n" + "\n".join(TEXTS) + "\n").encode()))
+    for name, fmt in [("in.txt.gz", "text"), ("in.csv.gz", "csv")]:
+        stage, summaries = ingest(tmp_path / fmt, SourceConfig(name="s", format=fmt, path=str(tmp_path / name)))
+        assert [d["text"] for d in docs(stage, summaries)] == TEXTS
+
+
+def test_truncated_gzip_keeps_the_lines_before_the_damage(tmp_path):
+    import gzip
+    import random
+
+    rng = random.Random(0)  # incompressible text, so that the cut falls mid-file
+    lines = [json.dumps({"text": "".join(rng.choice("abcdefghij ") for _ in range(300))}).encode() + b"\n" for _ in range(500)]
+    packed = gzip.compress(b"".join(lines))
+    path = tmp_path / "in.jsonl.gz"
+    path.write_bytes(packed[: len(packed) // 2])
+    stage, [summary] = ingest(tmp_path, SourceConfig(name="s", format="jsonl", path=str(path)))
+    kept = [d["id"] for d in docs(stage, [summary])]
+    assert 100 < len(kept) < 400 and kept == [f"s/in.jsonl.gz:{i}" for i in range(1, len(kept) + 1)]
+    [bad] = quarantined(stage, summary)
+    assert bad["line"] == len(kept) + 1 and bad["error"].startswith(f"damaged gzip data at line {len(kept) + 1}")
+
+
+def test_duplicate_ids_in_a_source_are_quarantined(tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"doc": d, "text": t}) + "\n" for d, t in [(1, TEXTS[0]), (2, TEXTS[1]), (1, TEXTS[2])]))
+    stage, [summary] = ingest(tmp_path, SourceConfig(name="s", format="jsonl", path=str(path), id_field="doc"))
+    assert [d["id"] for d in docs(stage, [summary])] == ["s/1", "s/2"]
+    [bad] = quarantined(stage, summary)
+    assert bad["line"] == 3 and bad["error"].startswith("duplicate id '1' (first at line 1)")
+    assert summary["ledger"] == {"rows_in": 3, "rows_out": 2, "dropped": {}, "quarantined": 1}
+
+
+def test_two_sources_with_one_name_are_refused():
+    web = SourceConfig(name="web", format="jsonl", path="a.jsonl")
+    with pytest.raises(ValueError, match="two sources are named 'web'"):
+        IngestConfig(sources=[web, SourceConfig(name="wiki", format="jsonl", path="b.jsonl"), web.model_copy(update={"path": "c.jsonl"})])
+
+
+def test_quarantine_is_streamed_to_disk_not_held_in_memory(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join('{"text": "' + "unterminated " * 150 + "\n" for _ in range(5000)))  # 10 MB of bad lines
+    src = SourceConfig(name="s", format="jsonl", path=str(path))
+    stage = StageDir(tmp_path / "data", "ingest", "k")
+    tracemalloc.start()
+    try:
+        summaries = [ingest_part(stage, f"part-{i}", src, str(path), IngestConfig(sources=[src])) for i in range(2)]
+        stage.finalize(["part-0", "part-1"], {}, [], None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+    merged = (stage.path / "quarantine.jsonl").read_bytes()
+    assert merged == b"".join((stage.path / s["quarantine"]).read_bytes() for s in summaries) and merged.count(b"\n") == 10_000
+    assert not list(stage.path.rglob("*.tmp"))

@@ -7,20 +7,21 @@ from pathlib import Path
 from llmcore.config import CleanConfig, IngestConfig, LanguageConfig, SourceConfig
 from llmcore.data.clean import clean_document
 from llmcore.data.language import detect_languages
-from llmcore.data.readers import Bad, read_input
+from llmcore.data.readers import Bad, printable_path, read_input
 from llmcore.data.stage import StageDir, read_rows
 
 
 def ingest_part(stage: StageDir, part: str, src: SourceConfig, unit: str, cfg: IngestConfig) -> dict:
     writer = stage.writer(part, shard_rows=cfg.shard_rows)
+    name = printable_path(unit)  # a non-UTF-8 file name cannot go into JSON as it is
     count = 0
     for record in read_input(src, unit, cfg.invalid_utf8):
         if isinstance(record, Bad):
-            writer.quarantine(unit, record.line, record.error, record.raw)
+            writer.quarantine(name, record.line, record.error, record.raw)
         else:
             writer.keep(record)
         count += 1
-    return writer.finish({"input": unit, "source": src.name, "empty_input": count == 0})
+    return writer.finish({"input": name, "source": src.name, "empty_input": count == 0})
 
 
 def clean_part(stage: StageDir, part: str, shard: Path, cfg: CleanConfig) -> dict:

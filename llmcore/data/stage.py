@@ -4,16 +4,18 @@ A stage's work is split into parts (an input file, an upstream shard). Each part
 Parquet shards, its rejected rows and its quarantine, then a small summary under `parts/`, last
 and atomically: a part is done iff its summary exists, so a rerun after a crash redoes only the
 parts that had not finished. `finalize` checks every expected part is done, merges the
-quarantines and writes the stage manifest (DESIGN.md §3).
+quarantines and writes the stage manifest (DESIGN.md §3). Quarantines are streamed to disk, never
+held in memory: a source of a million bad lines costs disk, not RAM.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,7 +23,6 @@ import pyarrow.parquet as pq
 from llmcore.manifest import (
     MANIFEST,
     Ledger,
-    atomic_write,
     atomic_write_json,
     commit_file,
     describe_file,
@@ -66,10 +67,7 @@ class StageDir:
         ledger = sum((Ledger.from_dict(s["ledger"]) for s in summaries), Ledger()).check(str(self.path))
         if upstream_rows is not None and ledger.rows_in != upstream_rows:
             raise AssertionError(f"{self.path}: read {ledger.rows_in} rows but the upstream stage wrote {upstream_rows}")
-        quarantine = b"".join(
-            (self.path / s["quarantine"]).read_bytes() for s in summaries if s.get("quarantine")
-        )
-        atomic_write(self.path / "quarantine.jsonl", quarantine)
+        _concatenate([self.path / s["quarantine"] for s in summaries if s.get("quarantine")], self.path / "quarantine.jsonl")
         manifest = {
             "stage": self.stage,
             "key": self.key,
@@ -96,7 +94,8 @@ class PartWriter:
         self.ledger = Ledger()
         self._kept: list[dict] = []
         self._rejected: list[dict] = []
-        self._quarantine: list[bytes] = []
+        self._quarantine: BinaryIO | None = None  # the temp file quarantine records are appended to
+        self._quarantine_name = f"parts/{part}.quarantine.jsonl"
         self.files: list[dict] = []
         self.rejected_files: list[dict] = []
 
@@ -137,7 +136,16 @@ class PartWriter:
             "raw_len": len(raw),
             "raw_b64": base64.b64encode(raw[:RAW_BYTES_KEPT]).decode(),
         }
-        self._quarantine.append((json.dumps(record, ensure_ascii=False) + "\n").encode())
+        # backslashreplace: a lone surrogate in an error message must not crash the part (JSON reads \udXXX back)
+        self._quarantine_file().write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace"))
+
+    def _quarantine_file(self) -> BinaryIO:
+        if self._quarantine is None:
+            tmp = temp_path_for(self.stage.path / self._quarantine_name)  # committed under its name by `finish`
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            tmp.unlink(missing_ok=True)  # a new file: a failed try's handle, flushed late, writes to the old one
+            self._quarantine = open(tmp, "wb")
+        return self._quarantine
 
     def _shard_name(self, index: int) -> str:
         return f"{self.part}.parquet" if not self.shard_rows else f"{self.part}-{index:04d}.parquet"
@@ -154,9 +162,10 @@ class PartWriter:
             path = self.stage.path / "rejected" / f"{self.part}.parquet"
             self.rejected_files.append(_write_parquet(self._rejected, path, self.stage.path))
         quarantine = None
-        if self._quarantine:
-            quarantine = f"parts/{self.part}.quarantine.jsonl"
-            atomic_write(self.stage.path / quarantine, b"".join(self._quarantine))
+        if self._quarantine is not None:
+            quarantine = self._quarantine_name
+            self._quarantine.close()
+            commit_file(self._quarantine.name, self.stage.path / quarantine)
         summary = {
             "part": self.part,
             "ledger": self.ledger.check(f"{self.stage.path} part {self.part}").to_dict(),
@@ -179,6 +188,17 @@ def _write_parquet(rows: list[dict], path: Path, root: Path, types: dict[str, pa
     pq.write_table(table, tmp)
     commit_file(tmp, path)
     return describe_file(path, root, len(rows))
+
+
+def _concatenate(parts: list[Path], path: Path) -> None:
+    """Join `parts` into `path` block by block (a quarantine can outgrow memory); readers see all of it or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(path)
+    with open(tmp, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as fh:
+                shutil.copyfileobj(fh, out, 1 << 20)
+    commit_file(tmp, path)
 
 
 def read_rows(path: str | Path, columns: list[str] | None = None) -> Iterable[dict]:

@@ -2,12 +2,16 @@
 + `config.json` (+ the tokenizer files), `trainer_state.pt` (optimizer, scheduler, step, best metric)
 and one `rank-NNNNN.pt` per process (RNG states, data loader position), all loaded with
 `torch.load(weights_only=True)`. A checkpoint is valid iff its `checkpoint.json` exists: written last,
-atomically, so a process killed mid-save leaves an invalid directory that resume skips.
+atomically, so a process killed mid-save leaves an invalid directory that resume skips. The marker records
+each file's sha256; resume checks them and sets a damaged checkpoint aside (`step-NNNNNNNN.damaged`, kept
+for inspection) with a warning naming the file, resuming from the one before, or from scratch when none
+is intact: a damaged file would fail the same way on every retry, and the steps are recomputable.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -15,8 +19,9 @@ from typing import Any
 
 import torch
 
-from llmcore.manifest import atomic_write_json, commit_file, temp_path_for
+from llmcore.manifest import atomic_write_json, commit_file, file_sha256, temp_path_for
 
+log = logging.getLogger("llmcore.train")
 MARKER = "checkpoint.json"
 TRAINER_STATE = "trainer_state.pt"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -74,7 +79,41 @@ def read_state(path: Path) -> dict[str, Any]:
 
 def commit(directory: Path, info: dict) -> None:
     files = sorted(p.name for p in directory.iterdir() if p.is_file())
-    atomic_write_json(directory / MARKER, {**info, "files": files})
+    atomic_write_json(directory / MARKER, {**info, "files": files, "sha256": {f: file_sha256(directory / f) for f in files}})
+
+
+def damage(directory: Path) -> str | None:
+    """What is wrong with a checkpoint marked complete (a file missing, or unlike its sha256 at save time);
+    None when it is intact. Markers written before hashes were recorded are checked for presence only."""
+    try:
+        marker = read_marker(directory)
+    except ValueError as exc:
+        return f"{directory / MARKER} is not valid JSON ({exc})"
+    for name in marker["files"]:
+        path = directory / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if name in marker.get("sha256", {}) and file_sha256(path) != marker["sha256"][name]:
+            return f"{path} differs from its sha256 at save time (truncated or corrupted)"
+    return None
+
+
+def latest_intact(run_dir: str | Path) -> Path | None:
+    """The newest valid checkpoint whose files are intact; damaged ones on the way are set aside."""
+    damaged = False
+    for _, directory in reversed(valid(run_dir)):
+        problem = damage(directory)
+        if problem is None:
+            return directory
+        aside = directory.with_name(f"{directory.name}.damaged")
+        shutil.rmtree(aside, ignore_errors=True)
+        directory.rename(aside)
+        damaged = True
+        log.warning("checkpoint %s is damaged: %s; moved it to %s (delete it once inspected), trying the checkpoint "
+                    "before", directory, problem, aside)
+    if damaged:
+        log.warning("no intact checkpoint left in %s: training starts again from step 0", root(run_dir))
+    return None
 
 
 def prune(run_dir: str | Path, keep: int, protect: int | None = None) -> list[int]:

@@ -316,8 +316,8 @@ class Trainer:
         return self.module.state_dict(), self.optimizer.state_dict()
 
     def _resume(self) -> int:
-        """Restore everything from the latest valid checkpoint; returns its step (0: none, a fresh start)."""
-        directory = checkpoint.latest(self.run_dir)
+        """Restore everything from the latest intact checkpoint; returns its step (0: none, a fresh start)."""
+        directory = from_main(checkpoint.latest_intact(self.run_dir) if self.world.main else None)  # rank 0 hashes
         if directory is None:
             return 0
         marker = checkpoint.read_marker(directory)
