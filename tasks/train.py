@@ -24,7 +24,7 @@ from llmcore.locks import once
 from llmcore.manifest import MANIFEST, atomic_write_json, describe_file, read_manifest, relative_paths
 from llmcore.train import checkpoint, pretrain
 from llmcore.train.checks import TrainConfigError
-from llmcore.train.distributed import torchrun_command
+from llmcore.train.distributed import launch_command
 from llmcore.train.metrics_log import CURVE, METRICS, describe, latest_by_step, now, read_events
 from llmcore.train.trainer import NonFiniteLoss
 from tasks.common import PERMANENT, STAGE_TASK, maybe_fail, retry_unless
@@ -111,7 +111,7 @@ def train_torchrun(job: pretrain.PretrainJob, reporter: Reporter, run_id: str) -
     job_file = job.save(run_dir / "job.json")
     metrics = run_dir / METRICS
     offset = metrics.stat().st_size if metrics.exists() else 0  # what earlier attempts wrote is already shown
-    command = torchrun_command(job.config.train.distributed, "llmcore.train.pretrain", str(job_file), run_id=run_id)
+    command = launch_command(job.config.train.distributed, "llmcore.train.pretrain", str(job_file), run_id=run_id)
     reporter.logger.info("launching %s", " ".join(command))
     proc, events = subprocess.Popen(command), []
     try:

@@ -28,17 +28,16 @@ class World:
         return self.rank == 0
 
 
-def torchrun_command(cfg: DistributedConfig, module: str, *args: str, run_id: str = "llmpipe") -> list[str]:
-    """The torchrun command that starts this node's processes, each running `python -m module *args`.
-    One node: a private rendezvous on a free port; several: every node runs the same command with its own
-    node_rank, meeting at rdzv_endpoint (the run directory must be on storage all nodes share)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={cfg.nproc_per_node}"]
+def launch_command(cfg: DistributedConfig, module: str, *args: str, run_id: str = "llmpipe") -> list[str]:
+    """The command that starts this node's processes, each running `python -m module *args`.
+    One node: llmcore.train.launch, everything on loopback; several: torchrun, every node running the same
+    command with its own node_rank, meeting at rdzv_endpoint (the run directory must be on storage all
+    nodes share; torchrun's store then listens on every interface, as multi-node needs)."""
     if cfg.nnodes == 1:
-        cmd.append("--standalone")
-    else:
-        cmd += [f"--nnodes={cfg.nnodes}", f"--node-rank={cfg.node_rank}", "--rdzv-backend=c10d",
-                f"--rdzv-endpoint={cfg.rdzv_endpoint}", f"--rdzv-id={run_id}"]
-    return [*cmd, "-m", module, *args]
+        return [sys.executable, "-m", "llmcore.train.launch", f"--nproc={cfg.nproc_per_node}", module, *args]
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={cfg.nproc_per_node}",
+            f"--nnodes={cfg.nnodes}", f"--node-rank={cfg.node_rank}", "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={cfg.rdzv_endpoint}", f"--rdzv-id={run_id}", "-m", module, *args]
 
 
 def init(backend: str = "auto", device_type: str | None = None) -> World:
