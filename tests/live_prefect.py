@@ -1,7 +1,7 @@
 """A real `prefect server start` process, and the prefect CLI and workers against it.
 
-The deployment and UI tests share one server per session (conftest.py): SQLite in a temporary
-PREFECT_HOME, a free loopback port, the UI told where its API is (DESIGN.md §4).
+All the tests that need Prefect share one server per session (conftest.py): SQLite in a temporary
+PREFECT_HOME, a free loopback port, the UI told where its API is.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,10 @@ from uuid import UUID
 
 import httpx
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.workers.process import ProcessWorker
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -107,13 +112,33 @@ class LiveServer:
 
 
 _booted: LiveServer | None = None
+_pipeline: Future | None = None  # (Deployed, the pipeline's flow run), made in the background by boot()
 
 
-def boot() -> None:
-    """Start the server now, to boot (about a minute on a busy machine) while other tests run."""
-    global _booted
-    _booted = LiveServer(Path(tempfile.mkdtemp(prefix="prefect-home-")))
-    atexit.register(_booted.stop)  # also when no test gets to use it
+def boot(pipeline: bool = False) -> None:
+    """Start the server now, to boot (about a minute on a busy machine) while other tests run; with `pipeline`,
+    deploy to it and have a worker run the nightly pipeline there in the background too (early_pipeline())."""
+    global _booted, _pipeline
+    _booted = server = LiveServer(Path(tempfile.mkdtemp(prefix="prefect-home-")))
+    atexit.register(server.stop)  # also when no test gets to use it
+    if pipeline:
+        _pipeline = Future()
+        threading.Thread(target=_deploy_and_run, args=(server, _pipeline), daemon=True).start()  # never holds up the exit
+
+
+def _deploy_and_run(server: LiveServer, future: Future) -> None:
+    try:
+        server.wait_healthy()
+        (server.home / "deployed").mkdir()  # removed with the server's home
+        deployed = deploy(server, server.home / "deployed")
+        future.set_result((deployed, run_pipeline(deployed)))
+    except BaseException as error:
+        future.set_exception(error)
+
+
+def early_pipeline() -> tuple[Deployed, FlowRun] | None:
+    """What boot(pipeline=True) deployed and ran, once it is done; None without it."""
+    return _pipeline.result() if _pipeline else None
 
 
 @contextmanager
@@ -155,8 +180,8 @@ def deploy(server: LiveServer, tmp: Path) -> Deployed:
         "pretrain: {model: {d_model: 16, n_heads: 2, n_layers: 1}, block_size: 16, train: {max_steps: 2, batch_size: 2}}\n"
     )
     data_root = tmp / "shared"
-    server.cli("work-pool", "create", POOL, "--type", "process")
-    with server.settings(), get_client(sync_client=True) as client:
+    with server.settings(), get_client(sync_client=True) as client:  # as `prefect work-pool create`, one process fewer
+        client.create_work_pool(WorkPoolCreate(name=POOL, type="process", base_job_template=ProcessWorker.get_default_base_job_template()))
         client.create_work_queue(QUEUE, work_pool_name=POOL)
     server.cli(
         "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml",
@@ -168,7 +193,14 @@ def deploy(server: LiveServer, tmp: Path) -> Deployed:
     return Deployed(server, config, data_root, names)
 
 
-def wait_final(server: LiveServer, flow_run_id: UUID, timeout: float = 300):
+def run_pipeline(deployed: Deployed) -> FlowRun:
+    """The nightly pipeline deployment, triggered through the API and run to the end by a worker."""
+    run_id = deployed.trigger("pipeline/nightly")
+    deployed.server.run_worker_once()
+    return wait_final(deployed.server, run_id)
+
+
+def wait_final(server: LiveServer, flow_run_id: UUID, timeout: float = 300) -> FlowRun:
     """The flow run once it is in a final state."""
     deadline = time.monotonic() + timeout
     with server.settings(), get_client(sync_client=True) as client:

@@ -12,14 +12,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from flow_helpers import task_runs
 from flows.data import data_flow
 from llmcore.augment.backtranslate import PARAPHRASES, SYNTHETIC, TRAINED, choose_sentences
 from llmcore.config import AugmentConfig, DataConfig, IngestConfig, LanguageConfig, SourceConfig
 from llmcore.finetune.formats import load_translation, split, split_of
-from test_data_flow import task_runs
 
 SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample"
 PAIRS = SAMPLE / "parallel" / "en-de.jsonl"
+pytestmark = pytest.mark.slow  # two models trained inside the data flow
 # A reverse / forward model that trains in seconds: it only has to emit text, which min_new_tokens makes sure of
 # whatever the CPU's rounding (an EOS first would leave no synthetic pair to check).
 GENERATION = {"max_new_tokens": 12, "min_new_tokens": 3}

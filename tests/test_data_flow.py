@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
-from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
+from flow_helpers import stage_of, task_runs
 from flows.cli import main
 from flows.data import data_flow
 from flows.rerun import retry_flow_run
@@ -18,19 +17,6 @@ from llmcore.config import DataConfig, IngestConfig, LanguageConfig, SourceConfi
 from tasks.common import FAIL_ENV
 
 STAGES = ["ingest", "clean", "language", "dedup", "tokenizer", "tokenize"]
-SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample" / "docs"
-
-
-@pytest.fixture
-def corpus(tmp_path: Path) -> Path:
-    """A slice of the bundled sample (real text, four languages) plus one malformed line."""
-    out = tmp_path / "corpus"
-    out.mkdir()
-    for path in sorted(SAMPLE.glob("*.jsonl")):
-        (out / path.name).write_text("".join(path.read_text(encoding="utf-8").splitlines(keepends=True)[:30]), encoding="utf-8")
-    with (out / sorted(SAMPLE.glob("*.jsonl"))[0].name).open("a") as fh:
-        fh.write('{"text": "a line cut off mid-write\n')
-    return out
 
 
 @pytest.fixture
@@ -40,24 +26,6 @@ def config(corpus: Path) -> DataConfig:
         ingest=IngestConfig(sources=[source], shard_rows=40),
         language=LanguageConfig(allowed=["en", "de", "fr", "es"], workers=1),
     )
-
-
-def task_runs(flow_run_id: UUID, timeout: float = 60) -> list:
-    """The flow run's task runs once the server has recorded them all (states arrive as events)."""
-    deadline, last = time.monotonic() + timeout, None
-    with get_client(sync_client=True) as client:
-        while True:
-            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-            seen = sorted((str(r.id), r.state.name if r.state else "") for r in runs)
-            settled = seen == last and all(r.state and r.state.is_final() for r in runs)
-            if settled or time.monotonic() > deadline:
-                return runs
-            last = seen
-            time.sleep(1.0)
-
-
-def stage_of(task_run) -> str:
-    return task_run.name.split("-")[0] if not task_run.name.startswith("finalize") else task_run.name.split("-")[1]
 
 
 def test_second_run_executes_no_stage(prefect_server, config, tmp_path):
@@ -107,6 +75,7 @@ def test_retry_of_failed_run_reruns_only_the_failed_stage(prefect_server, config
     assert states == {("ingest", "Cached"), ("clean", "Cached")} | {(stage, "Completed") for stage in STAGES[2:]}
 
 
+@pytest.mark.slow  # `llmpipe run` through pretraining
 def test_llmpipe_run_prints_the_funnel(prefect_server, corpus, tmp_path, capsys):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(

@@ -11,14 +11,15 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
+from flow_helpers import task_runs
 from flows.data import data_flow
 from llmcore.config import DataConfig, IngestConfig, LanguageConfig, RunnerConfig, SourceConfig
 from llmcore.manifest import file_sha256
 from tasks.common import FAIL_ENV
 from tasks.dedup import CLUSTER_FAIL
-from test_data_flow import task_runs
 
 SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample" / "docs"
+pytestmark = pytest.mark.slow  # four data flow runs, one on a Dask LocalCluster of two worker processes
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -23,19 +24,14 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 
+from flow_helpers import children, stage_of, task_runs
 from flows.serve import load_deployments
 from live_prefect import wait_final
 from tasks.common import FAIL_ENV
-from test_data_flow import stage_of, task_runs
 
+pytestmark = pytest.mark.slow
 FAILING = "language"
 BEFORE = {"ingest", "clean"}  # the stages that finish before it
-
-
-def children(flow_run_id) -> list:
-    """The flow runs started by a flow run (the pipeline's stage flows)."""
-    with get_client(sync_client=True) as client:
-        return client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
 
 
 def stage_task_runs(server, pipeline_run_id) -> list:

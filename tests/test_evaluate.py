@@ -13,6 +13,7 @@ import torch
 from prefect.client.schemas.filters import ArtifactFilterKey
 
 from finetune_helpers import finetune_stage, finetuned_model, read_jsonl, task_config
+from flow_helpers import artifacts, task_runs
 from flows.evaluate import evaluate_flow
 from llmcore import metrics
 from llmcore.config import EvaluateConfig
@@ -23,8 +24,6 @@ from llmcore.manifest import read_manifest
 from llmcore.model import load, save
 from llmcore.tokenizer import vocab_size
 from tasks.evaluate import evaluate_task
-from test_data_flow import task_runs
-from test_pretrain_flow import artifacts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 GREEDY = {"num_beams": 1, "max_new_tokens": 4, "batch_size": 4}  # batches of unequal lengths: padding is exercised
@@ -104,6 +103,7 @@ def recomputed(task: str, hypotheses: list[str], references: list[str]) -> dict[
             "distinct2": metrics.distinct(hypotheses, 2)}
 
 
+@pytest.mark.slow  # three models trained, two flow runs
 def test_evaluate_flow_scores_each_model_beside_its_baseline_and_reruns_cached(prefect_server, tmp_path):
     root = tmp_path / "data"
     stages = {task: (task_config(tmp_path, task, lines=32), family)

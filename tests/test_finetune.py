@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from finetune_helpers import finetuned_model, task_config
+from flow_helpers import task_runs
 from llmcore.config import FinetuneTaskConfig, FreezeConfig
 from llmcore.finetune.run import FinetuneJob, run
 from llmcore.finetune.spec import load_finetuned
@@ -17,7 +18,6 @@ from llmcore.model import GPT, TransformerConfig
 from llmcore.model.io import load
 from llmcore.train import checkpoint
 from llmcore.train.checks import TrainConfigError
-from test_data_flow import task_runs
 
 TRAIN = {"batch_size": 4, "lr": 3e-3, "warmup_steps": 0, "deterministic": True, "log_every": 5, "precision": "fp32"}
 

@@ -15,7 +15,7 @@ from llmcore.data.loader import TokenLoader, TokenStream
 from llmcore.data.tokens import TokenShardError, open_split
 from llmcore.manifest import read_manifest
 from llmcore.objectives import make_objective
-from test_tokens import sample_texts, token_stage
+from token_helpers import sample_texts, token_stage
 
 KINDS = {"clm": "gpt", "mlm": "bert", "nsp": "bert", "span": "t5"}
 

@@ -8,7 +8,7 @@ from llmcore.model import IGNORE, TransformerConfig, build_model
 V, MASK = 32, 3
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # 300 steps per family
 
 
 def batch_for(family):

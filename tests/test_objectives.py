@@ -12,7 +12,7 @@ from llmcore.data.loader import TokenLoader, TokenStream
 from llmcore.data.tokens import open_split
 from llmcore.manifest import read_manifest
 from llmcore.objectives import IGNORE, make_objective, pad_seq2seq, span_noise_mask
-from test_tokens import sample_texts, token_stage
+from token_helpers import sample_texts, token_stage
 
 
 @pytest.fixture(scope="module")

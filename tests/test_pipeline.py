@@ -6,15 +6,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from finetune_helpers import task_config
+from flow_helpers import children, task_runs
 from flows.cli import main
 from flows.pipeline import pipeline_flow
 from llmcore.config import load_config
-from test_data_flow import corpus, task_runs  # noqa: F401  (corpus: a fixture)
-from test_deployments import children
 
 
-def test_whole_chain_prints_the_evaluation_and_reruns_cached(prefect_server, corpus, tmp_path, capsys):  # noqa: F811
+@pytest.mark.slow
+def test_whole_chain_prints_the_evaluation_and_reruns_cached(prefect_server, corpus, tmp_path, capsys):
     task = task_config(tmp_path, "translation")
     cfg = tmp_path / "run.yaml"
     cfg.write_text(

@@ -6,30 +6,24 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterKey,
     ArtifactFilterType,
     FlowRunFilter,
-    FlowRunFilterId,
     FlowRunFilterParentFlowRunId,
 )
 from prefect.client.schemas.sorting import ArtifactSort
 
+from flow_helpers import artifacts, task_runs
 from flows.pretrain import pretrain_flow
 from llmcore.manifest import file_sha256
 from tasks.train import CRASH_ENV
-from test_data_flow import task_runs
-from test_ui import _screenshot, browser, page  # noqa: F401 (the Chromium fixtures)
 from train_helpers import data_root, events, tiny
 
-
-def artifacts(flow_run_id, **filters):
-    """The flow run's artifacts matching `filters`, newest first."""
-    with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(**filters), sort=ArtifactSort.CREATED_DESC,
-                                     flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+pytestmark = pytest.mark.slow
 
 
 def test_crashed_training_task_is_retried_and_resumes_from_its_checkpoint(prefect_server, tmp_path, monkeypatch):
@@ -64,7 +58,7 @@ def test_crashed_training_task_is_retried_and_resumes_from_its_checkpoint(prefec
     assert cached.state.name == "Cached"
 
 
-def test_the_loss_curve_shows_in_the_prefect_ui(live_server, pipeline_run, page, tmp_path, record_property):  # noqa: F811
+def test_the_loss_curve_shows_in_the_prefect_ui(live_server, pipeline_run, page, screenshot):
     """The deployed pipeline's pretrain artifact page, in headless Chromium: the embedded PNG is drawn."""
     with live_server.settings(), get_client(sync_client=True) as client:
         [curve] = client.read_artifacts(
@@ -75,4 +69,4 @@ def test_the_loss_curve_shows_in_the_prefect_ui(live_server, pipeline_run, page,
     image.wait_for()
     page.wait_for_function("() => document.querySelector(\"img[src^='data:image/png']\").naturalWidth > 0")
     assert image.evaluate("img => img.naturalWidth") >= 400
-    _screenshot(page, tmp_path, "loss-curve", record_property)
+    screenshot("loss-curve")

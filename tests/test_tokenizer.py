@@ -12,7 +12,7 @@ from llmcore.data import tokens
 from llmcore.data.stage import StageDir
 from llmcore.manifest import file_sha256, read_manifest
 from llmcore.tokenizer import SENTINELS, TokenizerError, load_tokenizer, save_tokenizer, special_ids, train_tokenizer
-from test_tokens import docs_stage, sample_texts
+from token_helpers import docs_stage, sample_texts
 
 EXPECTED = {
     "gpt": {"eos": 0, "pad": 1},

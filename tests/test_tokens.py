@@ -1,61 +1,19 @@
-"""The tokenize stage on real text: Arrow token shards, their manifest, the split, and refusing bad shards.
-
-`docs_stage` and `token_stage` build stage directories the way the flow does, without Prefect;
-the loader and objective tests reuse them.
-"""
+"""The tokenize stage on real text: Arrow token shards, their manifest, the split, and refusing bad shards."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from llmcore.config import TokenizeConfig, TokenizerConfig
+from llmcore.config import TokenizeConfig
 from llmcore.data import tokens
 from llmcore.data.stage import StageDir, read_rows
 from llmcore.manifest import MANIFEST, file_sha256, read_manifest
 from llmcore.tokenizer import load_tokenizer
-
-SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample" / "docs"
-
-
-def sample_texts(per_file: int | None = None) -> list[str]:
-    """Texts of the bundled sample (real manual pages and copyright files in four languages)."""
-    texts = []
-    for path in sorted(SAMPLE.glob("*.jsonl")):
-        lines = path.read_text(encoding="utf-8").splitlines()[:per_file]
-        texts += [json.loads(line)["text"] for line in lines]
-    return texts
-
-
-def docs_stage(root: Path, texts: list[str], shard_rows: int = 200) -> Path:
-    """A finished document stage (Parquet shards + manifest) holding `texts`."""
-    stage = StageDir(root, "docs", "k")
-    writer = stage.writer("part-00000", shard_rows=shard_rows)
-    for i, text in enumerate(texts):
-        writer.keep({"id": f"sample/doc:{i}", "text": text, "source": "sample"})
-    writer.finish()
-    stage.finalize(["part-00000"], {}, [], None)
-    return stage.path
-
-
-def token_stage(root: Path, texts: list[str], family: str = "gpt", vocab_size: int = 1000, sample_docs: int = 300,
-                validation_fraction: float = 0.1, shard_rows: int = 200) -> Path:
-    """Docs -> tokenizer -> tokenize, as the data flow chains them; returns the tokenize stage dir."""
-    corpus = docs_stage(root, texts, shard_rows)
-    tok_cfg = TokenizerConfig(family=family, vocab_size=vocab_size, sample_docs=sample_docs)
-    tok_stage = StageDir(root, "tokenizer", family)
-    described = tokens.tokenizer_stage(tok_stage, corpus, tok_cfg, tok_cfg.model_dump(), [])["tokenizer"]
-    stage = StageDir(root, "tokenize", family)
-    parts = [Path(f["path"]).stem for f in read_manifest(corpus)["files"]]
-    for part in parts:
-        cfg = TokenizeConfig(validation_fraction=validation_fraction)
-        tokens.tokenize_part(stage, part, corpus / f"{part}.parquet", tok_stage.path, cfg)
-    stage.finalize(parts, {}, [], len(texts), extra={"tokenizer": described})
-    return stage.path
+from token_helpers import sample_texts, token_stage
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from llmcore.data.loader import TokenLoader
 from llmcore.data.tokens import TokenShardError, split_totals
 from llmcore.manifest import MANIFEST, file_sha256
 from llmcore.objectives import make_objective
-from test_tokens import SAMPLE
+from token_helpers import SAMPLE
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -35,6 +36,7 @@ class SideBySide:
         return [loader.state_dict() for loader in self.ranks]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process_with_the_same_global_batch(prefect_server, tmp_path, monkeypatch):
     root, manifest = data_root(tmp_path)
     tokens = manifest.parent

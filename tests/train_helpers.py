@@ -13,7 +13,7 @@ import torch
 from llmcore.config import PretrainConfig
 from llmcore.manifest import MANIFEST, atomic_write_json, read_manifest
 from llmcore.train.pretrain import PretrainJob
-from test_tokens import sample_texts, token_stage
+from token_helpers import sample_texts, token_stage
 
 # Tiny models on a shared, loaded CPU: one thread each (two threads spin-wait each other, 10x slower).
 torch.set_num_threads(1)
