@@ -45,9 +45,15 @@ class Transformer(nn.Module):
                 nn.init.normal_(p, std=std / math.sqrt(2 * self.config.n_layers))
 
     def logits(self, h: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        if self.config.scale_decoder_outputs:
-            h = h * self.config.d_model ** -0.5
-        return linear(h, self.tok_emb.weight if self.lm_head is None else self.lm_head.weight, bias)
+        return linear(self.head_input(h), self.head_weight, bias)
+
+    def head_input(self, h: torch.Tensor) -> torch.Tensor:
+        """What the LM head multiplies: the final hidden states (T5 scales them when the head is tied)."""
+        return h * self.config.d_model ** -0.5 if self.config.scale_decoder_outputs else h
+
+    @property
+    def head_weight(self) -> torch.Tensor:
+        return self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -70,7 +76,7 @@ class GPT(Transformer):
         h = self.decoder(self.tok_emb(input_ids), attention_mask, cache=cache)
         if labels is None:
             return Output(logits=self.logits(h), hidden=h)
-        return Output(loss=causal_lm_loss(h, labels, self.logits), hidden=h)
+        return Output(loss=causal_lm_loss(self.head_input(h), labels, self.head_weight), hidden=h)
 
 
 class MLMHead(nn.Module):
