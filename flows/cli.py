@@ -64,7 +64,8 @@ def _retry(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from flows.serve import PREFECT_FILE, serve_deployments
 
-    serve_deployments(args.prefect_file or PREFECT_FILE, args.config, args.data_root or "", args.limit)
+    # 0: a stop that SIGTERM or Ctrl-C asked for is a clean end (systemd, Docker and Kubernetes read 143 as a failure)
+    print(serve_deployments(args.prefect_file or PREFECT_FILE, args.config, args.data_root or "", args.limit))
     return 0
 
 

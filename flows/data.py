@@ -53,7 +53,8 @@ def _finish(runner_futures, data_root: str, stage: str, key: str, parts: list[st
 def ingest_stage(runner: TaskRunner, cfg: IngestConfig, data_root: str) -> dict:
     units = [(src, unit) for i, src in enumerate(cfg.sources) for unit in list_inputs(src, i)]
     fingerprints = [_fingerprint(unit) for _, unit in units]
-    config = cfg.model_dump(mode="json")
+    # where a source's token is found changes nothing it reads: not in the key (existing keys stay as they were)
+    config = cfg.model_dump(mode="json", exclude={"sources": {"__all__": {"token_env", "token_secret"}}})
     key = stage_key("ingest", VERSIONS["ingest"], config, fingerprints)
     parts = [f"part-{i:05d}" for i in range(len(units))]
     futures = runner.map(

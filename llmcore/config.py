@@ -9,6 +9,7 @@ sizes), so that a config `llmpipe validate` passes does not fail on a setting af
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence, get_args
 
@@ -17,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: an error about a refused secret must not print the secret
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -43,8 +45,23 @@ class SourceConfig(Section):
     text_field: str = Field("text", description="column / JSON field holding the text")
     id_field: str | None = Field(None, description="column with the source's own ids; default: file and line")
     text_unit: Literal["line", "file"] = Field("line", description="text format: a document per line or per file")
-    hf_load: dict[str, Any] | None = Field(None, description="datasets.load_dataset(**hf_load), for hf without path")
+    hf_load: dict[str, Any] | None = Field(None, description="datasets.load_dataset(**hf_load), for hf without path; "
+                                           "no token in it: name it with token_env or token_secret")
     hf_split: str = "train"
+    # A config is hashed into stage keys, dumped into manifests and stored as flow-run parameters: secrets go by name.
+    token_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                  description="hf_load's HF token: the environment variable holding it where the run runs")
+    token_secret: str | None = Field(None, pattern=r"^[a-z0-9-]+$", description="hf_load's HF token: the Prefect Secret block holding it")
+
+    @field_validator("hf_load")
+    @classmethod
+    def _check_no_secret(cls, hf_load: dict[str, Any] | None) -> dict[str, Any] | None:
+        where = _secret_in(hf_load, "hf_load")
+        if where:
+            raise ValueError(f"{where} holds a secret, which a config would store in plain text (flow-run parameters, "
+                             "manifests): remove it and name the HF token instead, token_env: HF_TOKEN (an environment "
+                             "variable) or token_secret: BLOCK (a Prefect Secret block)")
+        return hf_load
 
     @model_validator(mode="after")
     def _check_location(self) -> SourceConfig:
@@ -53,7 +70,33 @@ class SourceConfig(Section):
                 raise ValueError("an hf source needs exactly one of `path` (a save_to_disk dir) or `hf_load`")
         elif self.path is None:
             raise ValueError(f"a {self.format} source needs `path`")
+        if (self.token_env or self.token_secret) and self.hf_load is None:
+            raise ValueError("token_env / token_secret name the token of hf_load's download: set them only with hf_load")
+        if self.token_env and self.token_secret:
+            raise ValueError("give the token one way: token_env or token_secret, not both")
+        if _secret_in(self.token_env, "token_env"):
+            raise ValueError("token_env takes the name of an environment variable holding the token, not the token itself")
         return self
+
+
+SECRET_KEY = re.compile(r"token|passw|secret|api_?key|credential", re.IGNORECASE)
+HF_TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{30,}")  # the shape of a Hugging Face access token
+
+
+def _secret_in(value: Any, where: str) -> str | None:
+    """Where in `value` (nested dicts and lists) a secret is: a key named like one with a value other than null, true or
+    false (`token: true`: the login's token), or a string shaped like an HF token."""
+    if isinstance(value, str):
+        return where if HF_TOKEN_SHAPE.search(value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        inner = f"{where}.{key}" if isinstance(value, dict) else f"{where}[{key}]"
+        if isinstance(key, str) and SECRET_KEY.search(key) and item not in (None, True, False):
+            return inner
+        found = _secret_in(item, inner)
+        if found:
+            return found
+    return None
 
 
 class IngestConfig(Section):

@@ -32,7 +32,9 @@ def test_each_family_loss_falls(root, tmp_path, family):
     train = [e["loss"] for e in events(tmp_path, "train")]
     # (the validation loss wobbles: 40 steps of a tiny model on a few hundred documents)
     assert len(vals) == 4 and min(vals) < vals[0] - 0.2 and vals[-1] < vals[0], vals
-    assert train[-1] < train[0] - 0.4, train
+    # BERT's masked-LM loss falls least: 0.43 nats over 5 tokenizers (WordPiece training is not
+    # deterministic), so 0.3 holds for every one, with room for another CPU's rounding
+    assert train[-1] < train[0] - 0.3, train
     assert summary["step"] == 40 and summary["reason"] == "max_steps"
     # the last checkpoint and the best one are kept, each complete and loadable without pickle
     kept = {s for s, _ in checkpoint.valid(tmp_path)}

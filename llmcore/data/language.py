@@ -8,19 +8,23 @@ of all documents of a batch run in lockstep on numpy arrays. The random draws ar
 words of Python's Mersenne Twister that langdetect's `random.Random(seed)` consumes, and every
 float operation is langdetect's, in its order: the answers are langdetect's, bit for bit.
 Once there is enough work to pay for starting them, batches are shared between the calling process
-and worker processes (threads would queue on the GIL). Only a bounded prefix of each document is
-classified.
+and worker processes (threads would queue on the GIL), unless the main script lacks an
+`if __name__ == "__main__":` guard (workers would re-run it). Only a bounded prefix of each document
+is classified.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import multiprocessing
 import os
 import random
 import re
+import sys
 import threading
+import warnings
 from array import array
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
@@ -215,6 +219,30 @@ def _detect_batch(texts: list[str], seed: int) -> list[tuple[str, float]]:
     return results
 
 
+_GUARDS = {ast.dump(ast.parse(guard, mode="eval").body) for guard in ('__name__ == "__main__"', '"__main__" == __name__')}
+
+
+@lru_cache(maxsize=1)
+def _workers_allowed() -> bool:
+    """Whether worker processes can start without harm. Like spawn, forkserver imports the main script in them (as
+    __mp_main__, as multiprocessing.spawn does: not a package's __main__), which re-runs its top-level work unless that
+    is under `if __name__ == "__main__":`: the work done twice, then BrokenProcessPool. Without the guard: one warning."""
+    main = sys.modules.get("__main__")
+    path, name = getattr(main, "__file__", None), getattr(getattr(main, "__spec__", None), "name", "")
+    if path is None or name == "__main__" or name.endswith(".__main__"):  # `python -c`, a REPL, `python -m package`
+        return True
+    try:
+        tree = ast.parse(Path(path).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        tree = ast.Module(body=[], type_ignores=[])  # unreadable: it cannot be checked, so it counts as unguarded
+    if any(isinstance(node, ast.If) and ast.dump(node.test) in _GUARDS for node in tree.body):
+        return True
+    warnings.warn(f"{path}: no `if __name__ == \"__main__\":` guard found, so worker processes, which import it, would run "
+                  "it again: classifying languages in this process only. Put the script's top-level work under that guard "
+                  "to classify in parallel.", RuntimeWarning, stacklevel=3)
+    return False
+
+
 @lru_cache(maxsize=4)
 def _pool(workers: int) -> ProcessPoolExecutor:
     # forkserver: forking a process that runs Prefect's threads could copy a held lock
@@ -238,7 +266,8 @@ def detect_languages(texts: list[str], prefix_chars: int, seed: int = 0, workers
     batches = [prefixes[i : i + BATCH] for i in range(0, len(prefixes), BATCH)]
     with _in_flight_lock:
         _in_flight += len(prefixes)
-        parallel = workers > 1 and len(batches) > 1 and (_in_flight >= POOL_MIN_DOCS or _pool.cache_info().currsize > 0)
+        parallel = (workers > 1 and len(batches) > 1 and (_in_flight >= POOL_MIN_DOCS or _pool.cache_info().currsize > 0)
+                    and _workers_allowed())  # under the lock: one check, one warning
     try:
         if not parallel:
             return [result for batch in batches for result in _detect_batch(batch, seed)]

@@ -18,6 +18,7 @@ import re
 import sys
 import zlib
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -35,6 +36,7 @@ GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"  # neither can start U
 DAMAGE = (EOFError, OSError, zlib.error)
 PARQUET_DAMAGE = (OSError, ValueError, pa.ArrowException)  # a damaged page: bad header, bad values, bad UTF-8
 SURROGATE = re.compile("[\ud800-\udfff]")  # a lone surrogate (JSON "\ud800") has no UTF-8 encoding
+_TOKEN: ContextVar[str | None] = ContextVar("hf_token", default=None)  # set by `hf_token`
 
 
 class SourceError(Exception):
@@ -323,10 +325,25 @@ def _read_parquet(src: SourceConfig, path: Path, invalid_utf8: str) -> Iterator[
         row_number = end
 
 
+@contextmanager
+def hf_token(token: str | None) -> Iterator[None]:
+    """hf_load's token for the reads in this block (this thread or task): the caller resolves the source's token_env or
+    token_secret when it reads, so that the value never enters a config, which is hashed, dumped and logged."""
+    reset = _TOKEN.set(token)
+    try:
+        yield
+    finally:
+        _TOKEN.reset(reset)
+
+
 def _read_hf(src: SourceConfig, invalid_utf8: str) -> Iterator[Record]:
     import datasets  # heavy import: only for hf sources
 
-    ds = datasets.load_from_disk(src.path) if src.path is not None else datasets.load_dataset(**src.hf_load)
+    if src.path is not None:
+        ds = datasets.load_from_disk(src.path)
+    else:
+        token = _TOKEN.get()
+        ds = datasets.load_dataset(**src.hf_load, **({"token": token} if token else {}))
     if isinstance(ds, datasets.DatasetDict):
         if src.hf_split not in ds:
             raise SourceError(f"source {src.name!r}: no split {src.hf_split!r} (splits: {list(ds)}); set hf_split")
