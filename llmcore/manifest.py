@@ -1,4 +1,4 @@
-"""Stage directories: content-addressed keys, atomic writes, ledgers and manifests (DESIGN.md §3).
+"""Stage directories: content-addressed keys, atomic writes, ledgers and manifests.
 
 A stage writes `<data_root>/<stage>/<key>/`; it is complete iff its `manifest.json` exists, and
 the manifest is always the last file written, atomically.
@@ -107,7 +107,7 @@ class Ledger:
     """Counts by fate. Invariant: rows_in + sum(added.values()) == rows_out + sum(dropped.values()) + quarantined.
 
     `added` counts rows a stage made itself, by kind (augment's EDA copies and paraphrases); it is left
-    out of the dict form while empty, so stages that only keep or drop show the four fields of DESIGN.md §3.
+    out of the dict form while empty, so stages that only keep or drop show the four fields of the ledger's invariant.
     """
 
     rows_in: int = 0

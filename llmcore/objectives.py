@@ -1,4 +1,4 @@
-"""Pretraining objectives: each builds its examples at load time from one tokenization (DESIGN.md §3).
+"""Pretraining objectives: each builds its examples at load time from one tokenization (the token shards).
 
 An objective pulls tokens from the loader's `TokenStream` (documents in the epoch's order) with
 `example(stream, rng)`, one example or None once the stream is exhausted, and turns a list of

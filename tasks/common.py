@@ -1,6 +1,6 @@
 """What every llmpipe task shares: content cache keys, persisted results, retries, stage finalisation.
 
-Two cache layers (DESIGN.md §4): Prefect's cache, keyed by the stage directory's content key and
+Two cache layers: Prefect's cache, keyed by the stage directory's content key and
 the part, and the disk, where a finished part or stage is found by its marker file even when the
 Prefect result store was wiped.
 """

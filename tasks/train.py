@@ -1,6 +1,6 @@
 """The pretrain task: trains in this process, or launches torchrun and follows its metrics file, and shows
 the run in the Prefect UI while it trains: a progress artifact, a table of evaluation metrics and the
-loss curve (a PNG embedded in a markdown artifact, DESIGN.md §4).
+loss curve (a PNG embedded in a markdown artifact: the UI renders that, not inline SVG).
 
 A retry of a failed attempt (an OOM, a lost node) resumes from the run's latest checkpoint: it costs the
 steps since that checkpoint, not the whole run.

@@ -4,7 +4,7 @@ A stage's work is split into parts (an input file, an upstream shard). Each part
 Parquet shards, its rejected rows and its quarantine, then a small summary under `parts/`, last
 and atomically: a part is done iff its summary exists, so a rerun after a crash redoes only the
 parts that had not finished. `finalize` checks every expected part is done, merges the
-quarantines and writes the stage manifest (DESIGN.md §3). Quarantines are streamed to disk, never
+quarantines and writes the stage manifest (llmcore/manifest.py). Quarantines are streamed to disk, never
 held in memory: a source of a million bad lines costs disk, not RAM.
 """
 

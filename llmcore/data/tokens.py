@@ -1,4 +1,4 @@
-"""Arrow token shards (DESIGN.md §3): written per part, verified against the manifest, memory-mapped.
+"""Arrow token shards: written per part, verified against the manifest, memory-mapped.
 
 Each part of the tokenize stage writes `train/<part>.arrow` and `validation/<part>.arrow`: Arrow
 IPC *stream* files (the format `datasets.Dataset.from_file` reads), uncompressed so they map with

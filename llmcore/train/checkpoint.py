@@ -1,4 +1,4 @@
-"""Checkpoint directories (DESIGN.md §3): `<run_dir>/checkpoints/step-NNNNNNNN/` holds `model.safetensors`
+"""Checkpoint directories: `<run_dir>/checkpoints/step-NNNNNNNN/` holds `model.safetensors`
 + `config.json` (+ the tokenizer files), `trainer_state.pt` (optimizer, scheduler, step, best metric)
 and one `rank-NNNNN.pt` per process (RNG states, data loader position), all loaded with
 `torch.load(weights_only=True)`. A checkpoint is valid iff its `checkpoint.json` exists: written last,

@@ -1,4 +1,4 @@
-"""The dedup stage's three steps, over its stage directory (DESIGN.md §5):
+"""The dedup stage's three steps, over its stage directory:
 
 1. `sign_part`, per upstream shard, in parallel: MinHash signatures to `signatures/<part>.npy`,
    then each document's exact hash, length and shingle count to `signatures/<part>.parquet`,
