@@ -20,17 +20,15 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 
 def _run(args: argparse.Namespace) -> int:
-    from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
-
     from flows.data import DEFAULT_DATA_ROOT
     from flows.pipeline import pipeline_flow
     from llmcore.report import format_table, funnel
+    from tasks.common import cache_refreshed
     from tasks.results import DataRootResults
 
     config = load_config(args.config)
     root = os.path.abspath(args.data_root or DEFAULT_DATA_ROOT)
-    # A settings context, read when each task starts (the environment variable is read once, at import).
-    with temporary_settings({PREFECT_TASKS_REFRESH_CACHE: args.refresh_cache}):
+    with cache_refreshed(args.refresh_cache):
         result = pipeline_flow.with_options(result_storage=DataRootResults.of(root))(config, root)
     manifests = [json.loads(Path(p).read_text()) for p in result["data"]]
     print("\nData funnel\n" + format_table(funnel(manifests)))

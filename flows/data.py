@@ -52,7 +52,7 @@ def _finish(runner_futures, data_root: str, stage: str, key: str, parts: list[st
 
 def ingest_stage(runner: TaskRunner, cfg: IngestConfig, data_root: str) -> dict:
     units = [(src, unit) for i, src in enumerate(cfg.sources) for unit in list_inputs(src, i)]
-    fingerprints = [_fingerprint(unit) for _, unit in units]
+    fingerprints = [input_fingerprint(unit) for _, unit in units]
     # where a source's token is found changes nothing it reads: not in the key (existing keys stay as they were)
     config = cfg.model_dump(mode="json", exclude={"sources": {"__all__": {"token_env", "token_secret"}}})
     key = stage_key("ingest", VERSIONS["ingest"], config, fingerprints)
@@ -72,7 +72,7 @@ def ingest_stage(runner: TaskRunner, cfg: IngestConfig, data_root: str) -> dict:
     return _finish(futures, data_root, "ingest", key, parts, config, fingerprints, None)
 
 
-def _fingerprint(unit: str) -> str:
+def input_fingerprint(unit: str) -> str:
     """Identity of an input as it is now: path, size and mtime (hashing every byte would cost a read)."""
     path = Path(unit)
     if not path.exists():

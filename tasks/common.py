@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import Task, task
+from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 from prefect.tasks import exponential_backoff
 
 from llmcore.config import ConfigError
@@ -67,6 +68,13 @@ STAGE_TASK = dict(
     persist_result=True,
     result_serializer="json",
 )
+
+
+def cache_refreshed(enabled: bool = True):
+    """A context in which Prefect ignores its cache (tasks run and overwrite their results; stages on disk are
+    still reused). A settings context, read as each task starts: PREFECT_TASKS_REFRESH_CACHE in the
+    environment is read once, when Prefect is imported, so setting it later does nothing."""
+    return temporary_settings({PREFECT_TASKS_REFRESH_CACHE: enabled})
 
 
 def bind(stage_task: Task, data_root: str | Path) -> Task:

@@ -10,10 +10,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from prefect import flow, get_client, task
+from prefect import flow, get_client, task, unmapped
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from tasks.common import STAGE_TASK, bind
+from tasks.common import STAGE_TASK, bind, cache_refreshed
 from tasks.results import PLACEHOLDER, results_dir
 
 
@@ -27,7 +27,8 @@ def write_part(data_root: str, name: str) -> str:
 
 @flow
 def two_parts(data_root: str) -> list[str]:
-    return [bind(write_part, data_root)(data_root, name) for name in ("a", "b")]
+    # mapped: the parts run in the task runner's threads, as the data flow's do
+    return bind(write_part, data_root).map(unmapped(data_root), ["a", "b"]).result()
 
 
 def run(root: Path) -> tuple[list[str], list[str]]:
@@ -85,3 +86,13 @@ def test_a_moved_or_copied_root_reads_its_own_files(prefect_server, tmp_path, ho
     assert paths == [str(new / "stage" / "a"), str(new / "stage" / "b")]
     assert states == (["Cached", "Cached"] if how == "move" else ["Cached", "Completed"])
     assert (new / "stage" / "b").read_text() == "b"
+
+
+def test_refresh_cache_runs_every_task_again(prefect_server, tmp_path):
+    """What `llmpipe run --refresh-cache` does (the variable PREFECT_TASKS_REFRESH_CACHE, set after Prefect's
+    import as the CLI did before, changed nothing: every task came back Cached)."""
+    root = tmp_path / "root"
+    run(root)
+    with cache_refreshed():
+        assert run(root)[1] == ["Completed", "Completed"]
+    assert run(root)[1] == ["Cached", "Cached"]
