@@ -1,4 +1,4 @@
-"""The `llmpipe` command: run the pipeline, validate a config, retry a failed flow run, serve the deployments."""
+"""The `llmpipe` command: run the pipeline, validate a config, retry a failed flow run, serve the deployments, export a model."""
 
 from __future__ import annotations
 
@@ -67,6 +67,15 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from llmcore.export import export, loading_example
+
+    out = export(args.model_dir, args.to)
+    print(f"{args.model_dir} exported to {out}")
+    print(f"load it: {loading_example(out)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmpipe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -87,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--prefect-file", help="the deployments to serve (default deployments/prefect.yaml)")
     serve.add_argument("--limit", type=int, help="at most this many flow runs at once")
     serve.set_defaults(func=_serve)
+    export = sub.add_parser("export", help="write a pretrained or fine-tuned model directory as one transformers loads as it is")
+    export.add_argument("model_dir", metavar="DIR", help="a checkpoint, a fine-tuned model, or the pretrain / finetune stage holding it")
+    export.add_argument("--to", required=True, metavar="OUT", help="the new directory (must not exist, or be empty)")
+    export.set_defaults(func=_export)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

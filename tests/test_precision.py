@@ -59,7 +59,10 @@ def test_auto_picks_the_faster_precision_and_keeps_the_choice(cache):
     other = "bf16" if chosen == "fp32" else "fp32"
     cache.write_text(json.dumps({key: {**entry, "precision": other}}))
     assert resolve_precision("auto", CPU, model, (4, 32)) == other
-    assert resolve_precision("auto", CPU, model, (8, 32)) == chosen  # another batch shape: probed again
+    # another batch shape is probed again (its choice is the measurement's: close calls may go either way)
+    again = resolve_precision("auto", CPU, model, (8, 32))
+    entries = json.loads(cache.read_text())
+    assert len(entries) == 2 and again == next(e["precision"] for k, e in entries.items() if k != key)
 
 
 @emulated_bf16
