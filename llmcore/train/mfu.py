@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
 from llmcore.model import Transformer
 from llmcore.model.linear import cpu_has_native_bf16
+from llmcore.train.runtime import cpuinfo
 
 # Dense bf16 / fp16 tensor-core peaks (FLOP/s) of common GPUs, from their data sheets; the first match
 # of a lowercase substring of the device name wins. fp32 matmuls run as TF32 at half these.
@@ -38,7 +37,7 @@ def peak_flops(device: torch.device, precision: str) -> float | None:
         name = torch.cuda.get_device_name(device).lower()
         peak = next((p for key, p in GPU_PEAKS if key in name), None)
         return None if peak is None else peak / (2 if precision == "fp32" else 1)
-    info = _cpuinfo()
+    info = cpuinfo()
     half_width = info.get("vendor_id") == "AuthenticAMD" and info.get("cpu family") == "25"  # Zen 3 / Zen 4
     per_cycle = cpu_flops_per_cycle(precision, torch.backends.cpu.get_cpu_capability(), info.get("flags", "").split(),
                                     native_bf16=cpu_has_native_bf16(), half_width_avx512=half_width)
@@ -67,11 +66,3 @@ def cpu_flops_per_cycle(precision: str, capability: str, flags: list[str], nativ
         return None if fp32 is None else 2 * fp32
     return None
 
-
-def _cpuinfo() -> dict[str, str]:
-    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
-    try:
-        block = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
-    except OSError:
-        return {}
-    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines())}

@@ -107,11 +107,17 @@ def cpu_kind() -> str:
     return f"{_cpu_name()}, {torch.backends.cpu.get_cpu_capability()}, {bf16}" + (f" (ONEDNN_MAX_CPU_ISA={isa})" if isa else "")
 
 
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    try:
+        block = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return {}
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines())}
+
+
 def _cpu_name() -> str:
-    with contextlib.suppress(OSError, StopIteration):
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    return platform.processor()
+    return cpuinfo().get("model name") or platform.processor()
 
 
 def autocast(device: torch.device, precision: str):
