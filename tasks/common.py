@@ -1,4 +1,4 @@
-"""What every llmpipe task shares: content cache keys, persisted results, retries, stage finalisation.
+"""What every llmpipe task shares: content cache keys, persisted results, retries.
 
 Two cache layers: Prefect's cache, keyed by the stage directory's content key and
 the part, and the disk, where a finished part or stage is found by its marker file even when the
@@ -11,15 +11,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from prefect import Task, task
+from prefect import Task
 from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 from prefect.tasks import exponential_backoff
 
 from llmcore.config import ConfigError
 from llmcore.data.readers import SourceError
-from llmcore.data.stage import StageDir
-from llmcore.locks import once
-from llmcore.manifest import MANIFEST, ManifestError
+from llmcore.manifest import ManifestError
 from llmcore.model.io import ModelFileError
 from tasks.results import DataRootResults
 
@@ -80,15 +78,3 @@ def cache_refreshed(enabled: bool = True):
 def bind(stage_task: Task, data_root: str | Path) -> Task:
     """The task with its results stored under the data root (tasks/results.py)."""
     return stage_task.with_options(result_storage=DataRootResults.of(data_root))
-
-
-@task(name="finalize", task_run_name="finalize-{stage}", **STAGE_TASK)
-def finalize_stage(
-    data_root: str, stage: str, key: str, parts: list[str], config: Any, upstream: list[str], upstream_rows: int | None,
-    extra: dict | None = None,
-) -> str:
-    """Write the stage manifest (with the stage's `extra` fields) once all its parts are done; returns its path."""
-    stage_dir = StageDir(data_root, stage, key)
-    manifest = stage_dir.path / MANIFEST
-    once(manifest, lambda: stage_dir.finalize(parts, config, upstream, upstream_rows, extra))  # one writer at a time
-    return str(manifest)

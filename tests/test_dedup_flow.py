@@ -16,7 +16,7 @@ from flows.data import data_flow
 from llmcore.config import DataConfig, IngestConfig, LanguageConfig, RunnerConfig, SourceConfig
 from llmcore.manifest import file_sha256
 from tasks.common import FAIL_ENV
-from tasks.dedup import CLUSTER_FAIL
+from tasks.stages import CLUSTER_FAIL
 
 SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample" / "docs"
 pytestmark = pytest.mark.slow  # four data flow runs, one on a Dask LocalCluster of two worker processes

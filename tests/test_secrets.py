@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from flows.data import data_flow
 from llmcore.config import ConfigError, DataConfig, IngestConfig, LanguageConfig, SourceConfig, load_config
 from llmcore.data.readers import SourceError
-from tasks.data import source_token
+from tasks.stages import source_token
 from token_helpers import sample_texts
 
 ENV = "LLMPIPE_TEST_HF_TOKEN"

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from llmcore.config import TokenizeConfig, TokenizerConfig
 from llmcore.data import tokens
-from llmcore.data.stage import StageDir
-from llmcore.manifest import read_manifest
+from llmcore.data.stage import PartDir, assemble
+from llmcore.data.stages import Tokenize, run_local
+from llmcore.stage import StageRef
 
 SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample" / "docs"
 
@@ -25,13 +26,14 @@ def sample_texts(per_file: int | None = None) -> list[str]:
 
 def docs_stage(root: Path, texts: list[str], shard_rows: int = 200) -> Path:
     """A finished document stage (Parquet shards + manifest) holding `texts`."""
-    stage = StageDir(root, "docs", "k")
-    writer = stage.writer("part-00000", shard_rows=shard_rows)
+    part = PartDir(root, "docs", "p")
+    writer = part.writer(shard_rows=shard_rows)
     for i, text in enumerate(texts):
         writer.keep({"id": f"sample/doc:{i}", "text": text, "source": "sample"})
     writer.finish()
-    stage.finalize(["part-00000"], {}, [], None)
-    return stage.path
+    ref = StageRef(str(root), "docs", "k")
+    assemble(ref, [("part-00000", "p")], {}, [], None)
+    return ref.path
 
 
 def token_stage(root: Path, texts: list[str], family: str = "gpt", vocab_size: int = 1000, sample_docs: int = 300,
@@ -39,12 +41,8 @@ def token_stage(root: Path, texts: list[str], family: str = "gpt", vocab_size: i
     """Docs -> tokenizer -> tokenize, as the data flow chains them; returns the tokenize stage dir."""
     corpus = docs_stage(root, texts, shard_rows)
     tok_cfg = TokenizerConfig(family=family, vocab_size=vocab_size, sample_docs=sample_docs)
-    tok_stage = StageDir(root, "tokenizer", family)
-    described = tokens.tokenizer_stage(tok_stage, corpus, tok_cfg, tok_cfg.model_dump(), [])["tokenizer"]
-    stage = StageDir(root, "tokenize", family)
-    parts = [Path(f["path"]).stem for f in read_manifest(corpus)["files"]]
-    for part in parts:
-        cfg = TokenizeConfig(validation_fraction=validation_fraction)
-        tokens.tokenize_part(stage, part, corpus / f"{part}.parquet", tok_stage.path, cfg)
-    stage.finalize(parts, {}, [], len(texts), extra={"tokenizer": described})
-    return stage.path
+    tokenizer = StageRef(str(root), "tokenizer", family)
+    tokens.tokenizer_stage(tokenizer, corpus, tok_cfg, [])
+    manifest = run_local(Tokenize(TokenizeConfig(validation_fraction=validation_fraction), tokenizer), root,
+                         StageRef.of(corpus / "manifest.json"))
+    return StageRef(str(root), "tokenize", manifest["key"]).path

@@ -36,6 +36,7 @@ from llmcore.train.runtime import pick_device
 SYNTHETIC = "synthetic.jsonl"
 PARAPHRASES = "paraphrases.jsonl"
 TRAINED = "trained.json"  # written last in a model's run directory: the model is ready
+TRANSLATED = "translate.json"  # written last by the translation step: the pairs and paraphrases are done
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from llmcore.augment import eda
 from llmcore.config import AugmentConfig, EdaConfig
-from llmcore.data.stage import StageDir, read_rows
+from llmcore.data.stage import PartDir, read_rows
 
 MARKS = {"augmented": pa.string(), "augmented_from": pa.string()}  # typed even in a part with no augmented row
 
@@ -32,8 +32,8 @@ def load_paraphrases(path: str | Path | None) -> dict[str, dict]:
         return {row["augmented_from"]: row for row in map(json.loads, fh)}
 
 
-def augment_part(stage: StageDir, part: str, shard: Path, cfg: AugmentConfig, paraphrases: str | None) -> dict:
-    writer = stage.writer(part, types=MARKS)
+def augment_part(part: PartDir, shard: Path, cfg: AugmentConfig, paraphrases: str | None) -> dict:
+    writer = part.writer(types=MARKS)
     synonyms = eda.load_synonyms(cfg.eda.synonyms or eda.SYNONYMS_EN) if cfg.eda else {}
     found = load_paraphrases(paraphrases)
     for row in read_rows(shard):
@@ -46,4 +46,4 @@ def augment_part(stage: StageDir, part: str, shard: Path, cfg: AugmentConfig, pa
             lang = cfg.backtranslation.source_lang
             writer.add({**row, "id": f"{row['id']}-para", "text": found[row["id"]]["text"], "lang": lang,
                         "lang_prob": None, "augmented": "paraphrase", "augmented_from": row["id"]}, "paraphrase")
-    return writer.finish({"input": shard.name})
+    return writer.finish()

@@ -8,11 +8,11 @@ from llmcore.config import CleanConfig, IngestConfig, LanguageConfig, SourceConf
 from llmcore.data.clean import clean_document
 from llmcore.data.language import detect_languages
 from llmcore.data.readers import Bad, printable_path, read_input
-from llmcore.data.stage import StageDir, read_rows
+from llmcore.data.stage import PartDir, read_rows
 
 
-def ingest_part(stage: StageDir, part: str, src: SourceConfig, unit: str, cfg: IngestConfig) -> dict:
-    writer = stage.writer(part, shard_rows=cfg.shard_rows)
+def ingest_part(part: PartDir, src: SourceConfig, unit: str, cfg: IngestConfig) -> dict:
+    writer = part.writer(shard_rows=cfg.shard_rows)
     name = printable_path(unit)  # a non-UTF-8 file name cannot go into JSON as it is
     count = 0
     for record in read_input(src, unit, cfg.invalid_utf8):
@@ -24,19 +24,19 @@ def ingest_part(stage: StageDir, part: str, src: SourceConfig, unit: str, cfg: I
     return writer.finish({"input": name, "source": src.name, "empty_input": count == 0})
 
 
-def clean_part(stage: StageDir, part: str, shard: Path, cfg: CleanConfig) -> dict:
-    writer = stage.writer(part)
+def clean_part(part: PartDir, shard: Path, cfg: CleanConfig) -> dict:
+    writer = part.writer()
     for row in read_rows(shard):
         text, problem = clean_document(row["text"], cfg)
         if problem is None:
             writer.keep({**row, "text": text})
         else:
             writer.reject({**row, "text": text}, *problem)
-    return writer.finish({"input": shard.name})
+    return writer.finish()
 
 
-def language_part(stage: StageDir, part: str, shard: Path, cfg: LanguageConfig) -> dict:
-    writer = stage.writer(part)
+def language_part(part: PartDir, shard: Path, cfg: LanguageConfig) -> dict:
+    writer = part.writer()
     rows = list(read_rows(shard))
     allowed = set(cfg.allowed)
     for row, (lang, prob) in zip(rows, detect_languages([r["text"] for r in rows], cfg.prefix_chars, cfg.seed, cfg.workers)):
@@ -47,4 +47,4 @@ def language_part(stage: StageDir, part: str, shard: Path, cfg: LanguageConfig) 
             writer.reject(row, "language_uncertain", f"{lang} {prob:.2f} < {cfg.min_prob}")
         else:
             writer.keep(row)
-    return writer.finish({"input": shard.name})
+    return writer.finish()

@@ -1,101 +1,115 @@
-"""One stage directory of document shards, written part by part.
+"""Document stages: each part written once under its content key, then a stage directory that links them.
 
-A stage's work is split into parts (an input file, an upstream shard). Each part writes its
-Parquet shards, its rejected rows and its quarantine, then a small summary under `parts/`, last
-and atomically: a part is done iff its summary exists, so a rerun after a crash redoes only the
-parts that had not finished. `finalize` checks every expected part is done, merges the
-quarantines and writes the stage manifest (llmcore/manifest.py). Quarantines are streamed to disk, never
-held in memory: a source of a million bad lines costs disk, not RAM.
+A stage's work is split into parts (an input file, an upstream shard). A part writes its Parquet shards,
+its rejected rows and its quarantine into `<root>/<stage>/parts/<part key>/`, then `summary.json`, last
+and atomically: a part is done iff its summary exists, so a rerun after a crash redoes only the parts
+that had not finished, and a later run over a grown corpus finds every old part under the same key.
+`assemble` checks every part is done, hard-links the parts' files into the stage directory under
+their position names (`part-00003.parquet`: arrival order), merges the quarantines and writes the
+manifest. Quarantines are streamed to disk, never held in memory: a source of a million bad lines
+costs disk, not RAM.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import json
+import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from llmcore.manifest import (
-    MANIFEST,
-    Ledger,
-    atomic_write_json,
-    commit_file,
-    describe_file,
-    read_manifest,
-    temp_path_for,
-)
+from llmcore.manifest import Ledger, atomic_write_json, commit_file, describe_file, temp_path_for
+from llmcore.stage import StageRef, part_path, write_manifest
 
 RAW_BYTES_KEPT = 64 * 1024  # quarantine keeps this much of an unparseable record's raw bytes
+STEM = "part"  # a part names its files part*.parquet; the stage directory renames them to the part's position
+SUMMARY = "summary.json"
+QUARANTINE = "quarantine.jsonl"
 
 
-class StageDir:
-    def __init__(self, data_root: str | Path, stage: str, key: str):
+class PartDir:
+    """One content-addressed part of a document stage: `<root>/<stage>/parts/<part key>/`."""
+
+    def __init__(self, root: str | Path, stage: str, key: str):
         self.stage, self.key = stage, key
-        self.path = Path(data_root) / stage / key
+        self.path = part_path(root, stage, key)
 
-    def summary_path(self, part: str) -> Path:
-        return self.path / "parts" / f"{part}.json"
+    @property
+    def summary_path(self) -> Path:
+        return self.path / SUMMARY
 
-    def done_part(self, part: str) -> dict | None:
-        path = self.summary_path(part)
-        return json.loads(path.read_text()) if path.exists() else None
+    def summary(self) -> dict | None:
+        return json.loads(self.summary_path.read_text()) if self.summary_path.exists() else None
 
-    def writer(self, part: str, shard_rows: int | None = None, types: dict[str, pa.DataType] | None = None) -> PartWriter:
-        return PartWriter(self, part, shard_rows, types)
+    def writer(self, shard_rows: int | None = None, types: dict[str, pa.DataType] | None = None) -> PartWriter:
+        return PartWriter(self, shard_rows, types)
 
-    def manifest(self) -> dict | None:
-        return read_manifest(self.path)
 
-    def finalize(
-        self, parts: list[str], config: Any, upstream: list[str], upstream_rows: int | None, extra: dict | None = None
-    ) -> dict:
-        """Write the stage manifest from its parts' summaries (plus the stage's `extra` fields); returns it."""
-        summaries = []
-        for part in parts:
-            summary = self.done_part(part)
-            if summary is None:
-                raise RuntimeError(
-                    f"{self.summary_path(part)} is missing: part {part!r} of stage {self.stage} never finished; "
-                    "rerun the flow (finished parts are reused)"
-                )
-            summaries.append(summary)
-        ledger = sum((Ledger.from_dict(s["ledger"]) for s in summaries), Ledger()).check(str(self.path))
-        if upstream_rows is not None and ledger.rows_in != upstream_rows:
-            raise AssertionError(f"{self.path}: read {ledger.rows_in} rows but the upstream stage wrote {upstream_rows}")
-        _concatenate([self.path / s["quarantine"] for s in summaries if s.get("quarantine")], self.path / "quarantine.jsonl")
-        manifest = {
-            "stage": self.stage,
-            "key": self.key,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "config": config,
-            "upstream": upstream,
-            "ledger": ledger.to_dict(),
-            "files": [f for s in summaries for f in s["files"]],
-            "rejected": [f for s in summaries for f in s["rejected"]],
-            "quarantine": "quarantine.jsonl",
-            "parts": {s["part"]: s.get("info", {}) for s in summaries},
-            **(extra or {}),
-        }
-        atomic_write_json(self.path / MANIFEST, manifest)
-        return manifest
+def assemble(ref: StageRef, parts: list[tuple[str, str]], config: Any, upstream: list[str], upstream_rows: int | None,
+             extra: dict | None = None) -> dict:
+    """The stage directory of `parts` ((position name, part key), in arrival order): their files linked in
+    under position names, their quarantines merged, the manifest written last; returns the manifest."""
+    summaries, files, rejected = [], [], []
+    for name, key in parts:
+        part = PartDir(ref.root, ref.stage, key)
+        summary = part.summary()
+        if summary is None:
+            raise RuntimeError(f"{part.summary_path} is missing: part {name} of stage {ref.stage} never finished; "
+                               "rerun the flow (finished parts are reused)")
+        summaries.append((name, key, summary))
+        for entries, out in ((summary["files"], files), (summary["rejected"], rejected)):
+            for f in entries:
+                target = _renamed(f["path"], name)
+                link(part.path / f["path"], ref.path / target)
+                out.append({**f, "path": target, "part": key})
+    ledger = sum((Ledger.from_dict(s["ledger"]) for _, _, s in summaries), Ledger()).check(str(ref.path))
+    if upstream_rows is not None and ledger.rows_in != upstream_rows:
+        raise AssertionError(f"{ref.path}: read {ledger.rows_in} rows but the upstream stage wrote {upstream_rows}")
+    quarantines = [PartDir(ref.root, ref.stage, k).path / s["quarantine"] for _, k, s in summaries if s.get("quarantine")]
+    _concatenate(quarantines, ref.path / QUARANTINE)
+    return write_manifest(
+        ref, config, upstream, files, ledger=ledger.to_dict(), rejected=rejected, quarantine=QUARANTINE,
+        parts={name: {"key": key, **s.get("info", {})} for name, key, s in summaries}, **(extra or {}),
+    )
+
+
+def _renamed(path: str, name: str) -> str:
+    """`train/part-0001.arrow` of part `part-00003` -> `train/part-00003-0001.arrow`."""
+    p = Path(path)
+    return str(p.with_name(name + p.name[len(STEM):]))
+
+
+def link(src: Path, dst: Path) -> None:
+    """`dst` becomes `src` (a hard link: no copy, no extra disk), atomically; a copy where links are refused."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() and os.path.samefile(src, dst):
+        return
+    tmp = temp_path_for(dst)
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+        shutil.copyfile(src, tmp)
+    commit_file(tmp, dst)
 
 
 class PartWriter:
     """Collects one part's kept rows, rejected rows and quarantined input, and writes them."""
 
-    def __init__(self, stage: StageDir, part: str, shard_rows: int | None, types: dict[str, pa.DataType] | None = None):
-        self.stage, self.part, self.shard_rows = stage, part, shard_rows
+    def __init__(self, part: PartDir, shard_rows: int | None, types: dict[str, pa.DataType] | None = None):
+        self.part, self.path, self.shard_rows = part, part.path, shard_rows
         self.types = types or {}  # column types fixed in every shard (a column all null in one part stays typed)
         self.ledger = Ledger()
         self._kept: list[dict] = []
         self._rejected: list[dict] = []
         self._quarantine: BinaryIO | None = None  # the temp file quarantine records are appended to
-        self._quarantine_name = f"parts/{part}.quarantine.jsonl"
         self.files: list[dict] = []
         self.rejected_files: list[dict] = []
 
@@ -118,7 +132,7 @@ class PartWriter:
         """An output file the part wrote itself (Arrow token shards, a tokenizer): its rows count as kept."""
         self.ledger.rows_in += rows
         self.ledger.rows_out += rows
-        self.files.append({**describe_file(path, self.stage.path, rows), **info})
+        self.files.append({**describe_file(path, self.path, rows), **info})
 
     def reject(self, row: dict, reason: str, detail: str = "") -> None:
         self.ledger.rows_in += 1
@@ -141,40 +155,40 @@ class PartWriter:
 
     def _quarantine_file(self) -> BinaryIO:
         if self._quarantine is None:
-            tmp = temp_path_for(self.stage.path / self._quarantine_name)  # committed under its name by `finish`
+            tmp = temp_path_for(self.path / QUARANTINE)  # committed under its name by `finish`
             tmp.parent.mkdir(parents=True, exist_ok=True)
             tmp.unlink(missing_ok=True)  # a new file: a failed try's handle, flushed late, writes to the old one
             self._quarantine = open(tmp, "wb")
         return self._quarantine
 
     def _shard_name(self, index: int) -> str:
-        return f"{self.part}.parquet" if not self.shard_rows else f"{self.part}-{index:04d}.parquet"
+        return f"{STEM}.parquet" if not self.shard_rows else f"{STEM}-{index:04d}.parquet"
 
     def _flush_kept(self) -> None:
         if self._kept:
-            path = self.stage.path / self._shard_name(len(self.files))
-            self.files.append(_write_parquet(self._kept, path, self.stage.path, self.types))
+            path = self.path / self._shard_name(len(self.files))
+            self.files.append(_write_parquet(self._kept, path, self.path, self.types))
             self._kept = []
 
     def finish(self, info: dict | None = None) -> dict:
         self._flush_kept()
         if self._rejected:
-            path = self.stage.path / "rejected" / f"{self.part}.parquet"
-            self.rejected_files.append(_write_parquet(self._rejected, path, self.stage.path))
+            path = self.path / "rejected" / f"{STEM}.parquet"
+            self.rejected_files.append(_write_parquet(self._rejected, path, self.path))
         quarantine = None
         if self._quarantine is not None:
-            quarantine = self._quarantine_name
+            quarantine = QUARANTINE
             self._quarantine.close()
-            commit_file(self._quarantine.name, self.stage.path / quarantine)
+            commit_file(self._quarantine.name, self.path / quarantine)
         summary = {
-            "part": self.part,
-            "ledger": self.ledger.check(f"{self.stage.path} part {self.part}").to_dict(),
+            "part": self.part.key,
+            "ledger": self.ledger.check(f"part {self.path}").to_dict(),
             "files": self.files,
             "rejected": self.rejected_files,
             "quarantine": quarantine,
             "info": info or {},
         }
-        atomic_write_json(self.stage.summary_path(self.part), summary)
+        atomic_write_json(self.part.summary_path, summary)
         return summary
 
 

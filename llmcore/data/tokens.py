@@ -1,6 +1,7 @@
 """Arrow token shards: written per part, verified against the manifest, memory-mapped.
 
-Each part of the tokenize stage writes `train/<part>.arrow` and `validation/<part>.arrow`: Arrow
+Each part of the tokenize stage writes `train/part.arrow` and `validation/part.arrow` (linked into the stage
+directory as `train/<part name>.arrow`): Arrow
 IPC *stream* files (the format `datasets.Dataset.from_file` reads), uncompressed so they map with
 zero copy, one document per row: `id` (string) and `input_ids` (list of uint16 when every id fits,
 else uint32), encoded without special tokens; objectives add those at load time. The split of a
@@ -21,8 +22,9 @@ import pyarrow.parquet as pq
 
 from llmcore import tokenizer as toks
 from llmcore.config import TokenizeConfig, TokenizerConfig
-from llmcore.data.stage import StageDir
-from llmcore.manifest import MANIFEST, commit_file, file_sha256, read_manifest, temp_path_for
+from llmcore.data.stage import STEM, PartDir
+from llmcore.manifest import MANIFEST, Ledger, commit_file, describe_file, file_sha256, read_manifest, temp_path_for
+from llmcore.stage import PARTS, StageRef, key_config, write_manifest
 
 SPLITS = ("train", "validation")
 EMPTY = "empty_after_tokenization"
@@ -41,30 +43,26 @@ def split_of(doc_id: str, validation_fraction: float) -> str:
 # ----------------------------------------------------------------------------- the tokenizer stage
 
 
-def tokenizer_stage(stage: StageDir, corpus_dir: Path, cfg: TokenizerConfig, config: dict, upstream: list[str]) -> dict:
-    """Train the tokenizer on a seeded sample of the corpus in `corpus_dir` (or adopt cfg.path) and
-    write the stage manifest, which describes it under `tokenizer`; the ledger counts the sample."""
-    path = stage.path / toks.TOKENIZER_FILE
-    if stage.done_part("tokenizer") is None:
-        writer = stage.writer("tokenizer")
-        if cfg.path:
-            tok, sampled = toks.load_tokenizer(cfg.path, cfg.family), 0
-        else:
-            corpus = read_manifest(corpus_dir)
-            texts, sampled = sample_texts(corpus_dir, corpus, cfg.sample_docs, cfg.seed)
-            if not sampled:
-                ledger = corpus["ledger"]
-                raise toks.TokenizerError(
-                    f"no document to train a tokenizer on: the {corpus['stage']} stage ({corpus_dir}) kept none of "
-                    f"its {ledger['rows_in']} (dropped: {ledger['dropped'] or 'none'}); check the inputs and filters"
-                )
-            tok = toks.train_tokenizer(texts, cfg, length=sampled)
-        toks.save_tokenizer(tok, stage.path, cfg.family)
-        writer.add_file(path, sampled)
-        writer.add_file(stage.path / toks.CONFIG_FILE, 0)
-        writer.finish({"sampled_docs": sampled, "adopted": cfg.path})
-    info = toks.describe(toks.load_tokenizer(path), cfg.family, path)
-    return stage.finalize(["tokenizer"], config, upstream, None, extra={"tokenizer": info})
+def tokenizer_stage(ref: StageRef, corpus_dir: Path, cfg: TokenizerConfig, upstream: list[str]) -> dict:
+    """Train the tokenizer on a seeded sample of the corpus in `corpus_dir` (or adopt cfg.path) into `ref` and
+    write its manifest, which describes it under `tokenizer`; the ledger counts the sample."""
+    if cfg.path:
+        tok, sampled = toks.load_tokenizer(cfg.path, cfg.family), 0
+    else:
+        corpus = read_manifest(corpus_dir)
+        texts, sampled = sample_texts(corpus_dir, corpus, cfg.sample_docs, cfg.seed)
+        if not sampled:
+            ledger = corpus["ledger"]
+            raise toks.TokenizerError(
+                f"no document to train a tokenizer on: the {corpus['stage']} stage ({corpus_dir}) kept none of "
+                f"its {ledger['rows_in']} (dropped: {ledger['dropped'] or 'none'}); check the inputs and filters"
+            )
+        tok = toks.train_tokenizer(texts, cfg, length=sampled)
+    path = toks.save_tokenizer(tok, ref.path, cfg.family)
+    files = [describe_file(path, ref.path, sampled), describe_file(ref.path / toks.CONFIG_FILE, ref.path, 0)]
+    ledger = Ledger(rows_in=sampled, rows_out=sampled).to_dict()
+    return write_manifest(ref, key_config(cfg), upstream, files, ledger=ledger, sampled_docs=sampled, adopted=cfg.path,
+                          tokenizer=toks.describe(toks.load_tokenizer(path), cfg.family, path))
 
 
 def sample_texts(corpus_dir: Path, corpus: dict, n: int, seed: int):
@@ -86,13 +84,13 @@ def sample_texts(corpus_dir: Path, corpus: dict, n: int, seed: int):
 # ----------------------------------------------------------------------------- the tokenize stage
 
 
-def tokenize_part(stage: StageDir, part: str, shard: Path, tokenizer_dir: Path, cfg: TokenizeConfig) -> dict:
+def tokenize_part(part: PartDir, shard: Path, tokenizer_dir: Path, cfg: TokenizeConfig) -> dict:
     """Encode one document shard into this part's train / validation token shards."""
     tok = toks.load_tokenizer(tokenizer_dir)
     dtype = token_dtype(toks.vocab_size(tok))
     schema = shard_schema(dtype, toks.tokenizer_hash(tokenizer_dir))
-    writer = stage.writer(part)
-    outputs = {s: _ShardFile(stage.path / s / f"{part}.arrow", schema) for s in SPLITS}
+    writer = part.writer()
+    outputs = {s: _ShardFile(part.path / s / f"{STEM}.arrow", schema) for s in SPLITS}
     for batch in pq.ParquetFile(shard).iter_batches(batch_size=cfg.batch_docs):
         encodings = tok.encode_batch(batch.column("text").to_pylist(), add_special_tokens=False)
         lengths = np.fromiter((len(e) for e in encodings), dtype=np.int32, count=len(encodings))
@@ -109,7 +107,7 @@ def tokenize_part(stage: StageDir, part: str, shard: Path, tokenizer_dir: Path, 
             out.write(table.filter(pa.array(keep)), int(lengths[keep].sum()))
         for row in np.flatnonzero(lengths == 0):
             writer.reject(batch.slice(row, 1).to_pylist()[0], EMPTY, "no tokens")
-    info = {"input": shard.name}
+    info = {}
     for s, out in outputs.items():
         if out.rows:
             writer.add_file(out.commit(), out.rows, split=s, tokens=out.tokens)
@@ -223,11 +221,10 @@ def _map(path: Path) -> MappedShard:
 
 
 def _rebuild_advice(stage_path: Path, path: Path, entry: dict, problem: str) -> str:
-    part = Path(entry["path"]).stem
+    part = stage_path.parent / PARTS / entry.get("part", "?")
     return (
-        f"token shard {path} {problem}; refusing to train on it. To rebuild it, delete {path}, "
-        f"{stage_path / 'parts' / (part + '.json')} and {stage_path / MANIFEST}, then rerun the data flow with "
-        "`llmpipe run --refresh-cache` (finished parts are reused; only this part is tokenized again)."
+        f"token shard {path} {problem}; refusing to train on it. To rebuild it, delete the part {part} and "
+        f"{stage_path / MANIFEST}, then rerun the data flow (finished parts are reused; only this part is tokenized again)."
     )
 
 

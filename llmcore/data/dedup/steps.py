@@ -2,17 +2,20 @@
 
 1. `sign_part`, per upstream shard, in parallel: MinHash signatures to `signatures/<part>.npy`,
    then each document's exact hash, length and shingle count to `signatures/<part>.parquet`,
-   written last: the part's done marker.
-2. `cluster`, once, over all parts: exact groups, then LSH candidates, verification, union-find
-   and the keep rule. Writes `clusters/<part>.parquet` (each removed row of the part: row, reason,
-   representative id, estimated similarity), then `clusters/summary.json`, its done marker.
+   written last: the part's done marker. `<part>` is the shard's content key, so a shard is
+   signed once, whatever corpus it later belongs to.
+2. `cluster`, once, over all parts in corpus order: exact groups, then LSH candidates,
+   verification and the keep rule. Writes `<out>/<name>.parquet` per shard (each removed row:
+   row, reason, representative id, estimated similarity), then `<out>/summary.json`, its marker.
    Memory: about 100 bytes per document, one sort partition (`sort_memory_mb`) and one batch of
    signatures; signatures stay on disk, read a part at a time or a row at a time.
 3. `filter_part`, per upstream shard, in parallel: kept rows out; removed rows to `rejected/`
    with reason `exact_duplicate` or `near_duplicate` and the representative's id as detail.
 
-A document is an exact duplicate when its normalized text equals its representative's, a near
-duplicate otherwise; every removed document points at the kept document of its cluster.
+The keep rule is greedy in keep order (`first`: corpus order): a document is removed when an
+earlier *kept* document is its exact copy, or is a verified near-duplicate candidate of it. So a
+document's fate depends only on the documents before it: appending new files never removes a
+document kept before, and re-clustering the grown corpus gives the old shards the same fates.
 """
 
 from __future__ import annotations
@@ -25,21 +28,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from llmcore.config import DedupConfig
-from llmcore.data.dedup.cluster import (
-    UnionFind,
-    exact_representatives,
-    keep_order,
-    near_representatives,
-    size_histogram,
-)
+from llmcore.data.dedup.cluster import exact_representatives, greedy_representatives, keep_order, size_histogram
 from llmcore.data.dedup.grouping import Grouper
 from llmcore.data.dedup.lsh import band_keys, bucket_pairs, lsh_params, s_curve
 from llmcore.data.dedup.minhash import Signer
 from llmcore.data.dedup.store import SIGNATURES, SignatureStore, signature_file
-from llmcore.data.stage import StageDir, read_rows
+from llmcore.data.stage import PartDir, read_rows
 from llmcore.manifest import atomic_write_json, commit_file, temp_path_for
 
-CLUSTERS, SUMMARY = "clusters", "summary.json"
+CLUSTERS, SUMMARY = "clusters", "summary.json"  # <root>/dedup/clusters/<key>/: one clustering of a corpus
 EXACT, NEAR = "exact_duplicate", "near_duplicate"
 REMOVED = pa.schema(
     [("row", pa.int32()), ("reason", pa.string()), ("representative", pa.string()), ("similarity", pa.float32())]
@@ -50,8 +47,8 @@ def signature_marker(stage_path: Path, part: str) -> Path:
     return Path(stage_path) / SIGNATURES / f"{part}.parquet"
 
 
-def summary_path(stage_path: Path) -> Path:
-    return Path(stage_path) / CLUSTERS / SUMMARY
+def summary_path(out: Path) -> Path:
+    return Path(out) / SUMMARY
 
 
 def _commit_parquet(table: pa.Table, path: Path) -> None:
@@ -81,16 +78,17 @@ def sign_part(stage_path: Path, part: str, shard: Path, cfg: DedupConfig) -> Pat
     return marker
 
 
-def cluster(stage_path: Path, parts: list[str], shards: list[Path], cfg: DedupConfig) -> dict:
-    """The global step: every document's fate, written per part, then the summary; returns the summary."""
-    stage_path, clock = Path(stage_path), _Clock()
+def cluster(stage_path: Path, parts: list[str], shards: list[Path], cfg: DedupConfig, out: Path) -> dict:
+    """The global step over the signatures of `parts` (under `stage_path`), in corpus order: every document's
+    fate, written to `out` per part, then the summary; returns the summary."""
+    stage_path, out, clock = Path(stage_path), Path(out), _Clock()
     metas = [pq.read_table(signature_marker(stage_path, p)) for p in parts]
     store = SignatureStore(stage_path, parts, [t.num_rows for t in metas], cfg.num_perm)
     chars, shingle_counts = _column(metas, "chars", np.int64), _column(metas, "shingles", np.int32)
     n = len(chars)
     docs = np.arange(n, dtype=np.int64)
     order, rank = keep_order(cfg.keep, chars)
-    spill, memory = stage_path / CLUSTERS / "spill", cfg.sort_memory_mb << 20
+    spill, memory = out / "spill", cfg.sort_memory_mb << 20
 
     exact = Grouper(spill, n, memory)
     for t, lo in zip(metas, store.offsets):
@@ -102,14 +100,12 @@ def cluster(stage_path: Path, parts: list[str], shards: list[Path], cfg: DedupCo
     eligible = (exact_rep == docs) & (shingle_counts > 0)  # one per exact group; no words, no near match
     buckets = _band_buckets(store, eligible, bands, rows, Grouper(spill, int(eligible.sum()) * bands, memory))
     clock.lap("bands")
-    union, counts = _join_candidates(buckets, store, n, cfg)
+    a, b, counts = _similar_pairs(buckets, store, n, cfg)
     clock.lap("pairs")
-    near_rep = near_representatives(
-        union.roots(), docs[eligible], rank, store.rows if cfg.verify else None, cfg.threshold, store.batch
-    )
-    final = near_rep[exact_rep]  # the exact group's representative, then its near cluster's
+    near_rep = greedy_representatives(a, b, rank)
+    final = near_rep[exact_rep]  # the exact group's representative, then the kept document it duplicates
     clock.lap("clusters")
-    ids = _write_removed(stage_path, parts, shards, store, exact_rep, final)
+    ids = _write_removed(out, parts, shards, store, exact_rep, final)
     clock.lap("write")
 
     sizes = np.bincount(final, minlength=n)
@@ -134,7 +130,7 @@ def cluster(stage_path: Path, parts: list[str], shards: list[Path], cfg: DedupCo
         "sort_partitions": {"exact": exact.partitions, "bands": buckets.partitions},
         "seconds": clock.laps,
     }
-    atomic_write_json(summary_path(stage_path), summary)
+    atomic_write_json(summary_path(out), summary)
     return summary
 
 
@@ -148,35 +144,34 @@ def _band_buckets(store: SignatureStore, eligible: np.ndarray, bands: int, rows:
     return grouper
 
 
-def _join_candidates(buckets: Grouper, store: SignatureStore, n: int, cfg: DedupConfig) -> tuple[UnionFind, dict]:
-    """Union-find over the bucket pairs (verified by estimated Jaccard unless cfg.verify is off)."""
-    union, counts = UnionFind(n), {"candidate_pairs": 0, "compared_pairs": 0, "similar_pairs": 0}
+def _similar_pairs(buckets: Grouper, store: SignatureStore, n: int, cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Every candidate pair of the buckets (a < b), kept when its estimated Jaccard reaches the threshold
+    (all of them with cfg.verify off), and the counts of each."""
+    counts = {"candidate_pairs": 0, "compared_pairs": 0, "similar_pairs": 0}
+    codes = []
     for members, starts in buckets.groups():
         a, b = bucket_pairs(members, starts)
-        pairs = np.unique(a * n + b)  # a < b: one code per pair
-        a, b = pairs // n, pairs % n
-        counts["candidate_pairs"] += len(a)
-        if cfg.verify:
-            roots = union.roots()
-            apart = roots[a] != roots[b]  # a pair already joined (through another band) needs no comparison
-            a, b = a[apart], b[apart]
-            counts["compared_pairs"] += len(a)
-            close = store.similarity(a, b) >= cfg.threshold
-            a, b = a[close], b[close]
-        counts["similar_pairs"] += len(a)
-        union.union(a, b)
-    return union, counts
+        codes.append(a * n + b)  # a < b: one code per pair
+    pairs = np.unique(np.concatenate(codes)) if codes else np.zeros(0, dtype=np.int64)
+    a, b = pairs // n, pairs % n
+    counts["candidate_pairs"] = len(a)
+    if cfg.verify:
+        counts["compared_pairs"] = len(a)
+        close = store.similarity(a, b) >= cfg.threshold
+        a, b = a[close], b[close]
+    counts["similar_pairs"] = len(a)
+    return a, b, counts
 
 
 def _write_removed(
-    stage_path: Path,
+    out: Path,
     parts: list[str],
     shards: list[Path],
     store: SignatureStore,
     exact_rep: np.ndarray,
     final: np.ndarray,
 ) -> dict[int, str]:
-    """clusters/<part>.parquet for every part; returns the ids of the representatives."""
+    """<out>/<part>.parquet for every part; returns the ids of the representatives."""
     removed = np.flatnonzero(final != np.arange(len(final)))
     reps = final[removed]
     is_exact = exact_rep[removed] == reps
@@ -195,7 +190,7 @@ def _write_removed(
             },
             schema=REMOVED,
         )
-        _commit_parquet(table, stage_path / CLUSTERS / f"{part}.parquet")
+        _commit_parquet(table, removed_path(out, part))
     return dict(zip(rep_index.tolist(), rep_ids.tolist()))
 
 
@@ -214,20 +209,21 @@ def _ids(docs: np.ndarray, offsets: np.ndarray, shards: list[Path]) -> np.ndarra
     return ids
 
 
-def filter_part(stage: StageDir, part: str, shard: Path) -> dict:
-    """Keep the part's unremoved rows; reject the others with their reason and representative."""
-    if not summary_path(stage.path).exists():
-        raise RuntimeError(f"{summary_path(stage.path)} is missing: run the dedup clustering step first")
-    removed = pq.read_table(stage.path / CLUSTERS / f"{part}.parquet").to_pylist()
-    fate = {r["row"]: r for r in removed}
-    writer = stage.writer(part)
+def removed_path(out: Path, part: str) -> Path:
+    return Path(out) / f"{part}.parquet"
+
+
+def filter_part(part: PartDir, removed: Path, shard: Path) -> dict:
+    """Keep the shard's unremoved rows; reject the others with their reason and representative."""
+    fate = {r["row"]: r for r in pq.read_table(removed).to_pylist()}
+    writer = part.writer()
     for i, row in enumerate(read_rows(shard)):
         r = fate.get(i)
         if r is None:
             writer.keep(row)
         else:
             writer.reject({**row, "dup_similarity": r["similarity"]}, r["reason"], r["representative"])
-    return writer.finish({"input": Path(shard).name})
+    return writer.finish()
 
 
 class _Clock:
