@@ -28,7 +28,7 @@ from langdetect.detector_factory import init_factory
 
 from llmcore.config import LanguageConfig
 from llmcore.data.parts import language_part
-from llmcore.data.stage import StageDir, read_rows
+from llmcore.data.stage import PartDir, read_rows
 
 SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample" / "docs"
 LANGS = ["en", "de", "fr", "es"]
@@ -61,14 +61,14 @@ def ours(docs: list[dict], prefix_chars: int, workers: int, workdir: Path) -> tu
     shard = workdir / "in.parquet"
     pq.write_table(pa.Table.from_pylist([{k: d[k] for k in ("id", "text", "source")} for d in docs]), shard)
     cfg = LanguageConfig(allowed=LANGS, min_prob=0.0, prefix_chars=prefix_chars, workers=workers)
-    stage = StageDir(workdir, "language", "bench")
+    part = PartDir(workdir, "language", "bench")
     start = time.perf_counter()
-    summary = language_part(stage, "in", shard, cfg)
+    summary = language_part(part, shard, cfg)
     seconds = time.perf_counter() - start
     langs = {}
     for files in (summary["files"], summary["rejected"]):
         for f in files:
-            langs.update({r["id"]: r["lang"] for r in read_rows(stage.path / f["path"], columns=["id", "lang"])})
+            langs.update({r["id"]: r["lang"] for r in read_rows(part.path / f["path"], columns=["id", "lang"])})
     return seconds, langs
 
 

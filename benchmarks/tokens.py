@@ -1,9 +1,10 @@
 """Tokenize stage throughput against raw `Tokenizer.encode_batch`, and the loader's CLM tokens/s.
 
 1. Tokenize. The real documents of the bundled sample (configs/sample/docs), as Parquet shards of
-   a document stage. Ours is the tokenize stage's work without Prefect: every part (Parquet read,
-   `encode_batch`, ids to uint16 Arrow lists, split by id hash, Arrow IPC writes with fsync,
-   sha256 of each file, part summaries) and the stage manifest. The anchor is the same
+   a document stage. Ours is the tokenize stage's work without Prefect (`run_local`): every part
+   (Parquet read, `encode_batch`, ids to uint16 Arrow lists, split by id hash, Arrow IPC writes with
+   fsync, sha256 of each file, part summaries), then the stage directory (the parts' files
+   hard-linked in) and its manifest. The anchor is the same
    tokenizer's `encode_batch` on the same texts, already in memory, in the same batches: the limit
    our glue can approach. The tokenizer (byte-level BPE, the default config) is trained first on
    the same documents. The two alternate `--repeat` times; ratio = the median over the
@@ -37,39 +38,36 @@ from pathlib import Path  # noqa: E402
 from llmcore.config import TokenizeConfig, TokenizerConfig  # noqa: E402
 from llmcore.data import tokens  # noqa: E402
 from llmcore.data.loader import TokenLoader  # noqa: E402
-from llmcore.data.stage import StageDir  # noqa: E402
-from llmcore.manifest import read_manifest  # noqa: E402
+from llmcore.data.stage import PartDir, assemble  # noqa: E402
+from llmcore.data.stages import Tokenize, run_local  # noqa: E402
 from llmcore.objectives import make_objective  # noqa: E402
+from llmcore.stage import StageRef  # noqa: E402
 from llmcore.tokenizer import load_tokenizer  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample" / "docs"
 SHARD_ROWS = 1000
 
 
-def docs_stage(root: Path, copies: int) -> tuple[Path, list[str]]:
+def docs_stage(root: Path, copies: int) -> tuple[StageRef, list[str]]:
     """The sample as a finished document stage (`copies` times over, with distinct ids)."""
     lines = [line for p in sorted(SAMPLE.glob("*.jsonl")) for line in p.read_text(encoding="utf-8").splitlines()]
     texts = [json.loads(line)["text"] for line in lines]
     texts *= copies
-    stage = StageDir(root, "docs", "bench")
-    writer = stage.writer("part", shard_rows=SHARD_ROWS)
+    writer = PartDir(root, "docs", "bench").writer(shard_rows=SHARD_ROWS)
     for i, text in enumerate(texts):
         writer.keep({"id": f"sample/{i}", "text": text, "source": "sample"})
     writer.finish()
-    stage.finalize(["part"], {}, [], None)
-    return stage.path, texts
+    ref = StageRef(str(root), "docs", "bench")
+    assemble(ref, [("part-00000", "bench")], {}, [], None)
+    return ref, texts
 
 
-def run_ours(root: Path, corpus: Path, tokenizer_dir: Path, cfg: TokenizeConfig) -> tuple[float, dict]:
+def run_ours(root: Path, corpus: StageRef, tokenizer: StageRef, cfg: TokenizeConfig) -> tuple[float, dict, Path]:
+    """The tokenize stage from scratch (its parts and stage directory removed first); (seconds, manifest, its path)."""
     shutil.rmtree(root / "tokenize", ignore_errors=True)
-    stage = StageDir(root, "tokenize", "bench")
-    parts = [Path(f["path"]).stem for f in read_manifest(corpus)["files"]]
     start = time.perf_counter()
-    for part in parts:
-        tokens.tokenize_part(stage, part, corpus / f"{part}.parquet", tokenizer_dir, cfg)
-    described = read_manifest(tokenizer_dir)["tokenizer"]
-    manifest = stage.finalize(parts, cfg.model_dump(), [], None, extra={"tokenizer": described})
-    return time.perf_counter() - start, manifest
+    manifest = run_local(Tokenize(cfg, tokenizer), root, corpus)
+    return time.perf_counter() - start, manifest, StageRef(str(root), "tokenize", manifest["key"]).path
 
 
 def run_raw(tok, texts: list[str], batch: int) -> tuple[float, int]:
@@ -103,16 +101,16 @@ def main() -> None:
         corpus, texts = docs_stage(root, args.copies)
         tok_cfg = TokenizerConfig()
         start = time.perf_counter()
-        tokens.tokenizer_stage(StageDir(root, "tokenizer", "bench"), corpus, tok_cfg, tok_cfg.model_dump(), [])
+        tokenizer = StageRef(str(root), "tokenizer", "bench")
+        tokens.tokenizer_stage(tokenizer, corpus.path, tok_cfg, [corpus.key])
         train_s = time.perf_counter() - start
-        tok_dir = root / "tokenizer" / "bench"
-        tok = load_tokenizer(tok_dir)
+        tok = load_tokenizer(tokenizer.path)
         print(f"{len(texts)} documents, {sum(map(len, texts)) / 1e6:.1f} M chars, {os.cpu_count()} CPUs; "
               f"tokenizer ({tok_cfg.family}, vocab {tok_cfg.vocab_size}) trained in {train_s:.1f}s")
 
         ours_s, raw_s = [], []
         for _ in range(args.repeat):  # alternate, so drifting load hits both alike
-            seconds, manifest = run_ours(root, corpus, tok_dir, cfg)
+            seconds, manifest, stage = run_ours(root, corpus, tokenizer, cfg)
             ours_s.append(seconds)
             seconds, raw_tokens = run_raw(tok, texts, cfg.batch_docs)
             raw_s.append(seconds)
@@ -123,7 +121,6 @@ def main() -> None:
         print(f"tokenize: ours {ours_med:.2f}s {sorted(round(s, 2) for s in ours_s)}, "
               f"raw encode_batch {raw_med:.2f}s {sorted(round(s, 2) for s in raw_s)}, {n_tokens} tokens")
 
-        stage = root / "tokenize" / "bench"
         rates = [run_loader(stage, manifest["tokenizer"], args.block_size, args.batch_size, args.loader_batches)
                  for _ in range(args.repeat)]
         loader_rate = statistics.median(rates)

@@ -38,10 +38,12 @@ import torch
 from llmcore.config import TokenizeConfig, TokenizerConfig, TrainConfig
 from llmcore.data import tokens
 from llmcore.data.loader import TokenLoader
-from llmcore.data.stage import StageDir
+from llmcore.data.stage import PartDir, assemble
+from llmcore.data.stages import Tokenize, run_local
 from llmcore.manifest import read_manifest
 from llmcore.model import TransformerConfig, build_model
 from llmcore.objectives import make_objective
+from llmcore.stage import StageRef
 from llmcore.train.mfu import flops_per_token, peak_flops
 from llmcore.train.optim import build_scheduler
 from llmcore.train.runtime import PRECISIONS, cpu_kind, pick_device
@@ -51,22 +53,19 @@ SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample" / "docs"
 
 
 def token_stage(root: Path, vocab_size: int) -> Path:
-    """The bundled sample as a finished tokenize stage (one part), as the data flow would build it."""
-    docs = StageDir(root, "docs", "bench")
-    writer = docs.writer("part", shard_rows=1000)
+    """The bundled sample as a finished tokenize stage (the documents one part of a document stage), as the
+    data flow would build it."""
+    writer = PartDir(root, "docs", "bench").writer(shard_rows=1000)
     for i, line in enumerate(line for p in sorted(SAMPLE.glob("*.jsonl")) for line in p.read_text(encoding="utf-8").splitlines()):
         writer.keep({"id": f"sample/{i}", "text": json.loads(line)["text"], "source": "sample"})
     writer.finish()
-    docs.finalize(["part"], {}, [], None)
+    docs = StageRef(str(root), "docs", "bench")
+    assemble(docs, [("part-00000", "bench")], {}, [], None)
     tok_cfg = TokenizerConfig(vocab_size=vocab_size)
-    tok = StageDir(root, "tokenizer", "bench")
-    described = tokens.tokenizer_stage(tok, docs.path, tok_cfg, tok_cfg.model_dump(), [])["tokenizer"]
-    stage = StageDir(root, "tokenize", "bench")
-    parts = [Path(f["path"]).stem for f in read_manifest(docs.path)["files"]]
-    for part in parts:
-        tokens.tokenize_part(stage, part, docs.path / f"{part}.parquet", tok.path, TokenizeConfig())
-    stage.finalize(parts, {}, [], None, extra={"tokenizer": described})
-    return stage.path
+    tok = StageRef(str(root), "tokenizer", "bench")
+    tokens.tokenizer_stage(tok, docs.path, tok_cfg, [docs.key])
+    manifest = run_local(Tokenize(TokenizeConfig(), tok), root, docs)
+    return StageRef(str(root), "tokenize", manifest["key"]).path
 
 
 class Anchor:

@@ -18,8 +18,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.data import DEFAULT_DATA_ROOT
 from llmcore.config import EvaluateConfig
-from llmcore.manifest import atomic_write_json, stage_key
+from llmcore.manifest import atomic_write_json
 from llmcore.report import format_table
+from llmcore.stage import content_key, key_config
 from tasks.common import bind
 from tasks.evaluate import RESULTS, VERSION, evaluate_task
 
@@ -64,14 +65,14 @@ def evaluate_flow(config: EvaluateConfig, finetune_manifests: list[str], data_ro
     root = os.path.abspath(data_root)
     paths = [os.path.abspath(p) for p in finetune_manifests]
     finetunes = [json.loads(Path(p).read_text()) for p in paths]
-    section = config.model_dump(mode="json")
-    keys = [stage_key("evaluate", VERSION, section, [f["key"]]) for f in finetunes]
+    section = key_config(config)
+    keys = [content_key("evaluate", VERSION, section, f["key"]) for f in finetunes]
     futures = bind(evaluate_task, root).map(unmapped(root), unmapped("evaluate"), keys, [f["name"] for f in finetunes],
                                             unmapped(config), paths)
     manifests = futures.result()
     results = [{**json.loads((Path(m).parent / RESULTS).read_text()), "manifest": m} for m in manifests]
 
-    run_key = stage_key("evaluation", VERSION, section, keys)
+    run_key = content_key("evaluation", VERSION, section, keys)
     combined = Path(root, "evaluation", run_key, RESULTS)
     atomic_write_json(combined, {"key": run_key, "config": section, "tasks": results})
     rows = table_rows(results)

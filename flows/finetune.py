@@ -17,7 +17,8 @@ from prefect import flow, get_run_logger
 
 from flows.data import DEFAULT_DATA_ROOT
 from llmcore.config import FinetuneTaskConfig
-from llmcore.manifest import file_sha256, stage_key
+from llmcore.manifest import file_sha256
+from llmcore.stage import content_key, key_config
 from tasks.common import bind
 from tasks.finetune import VERSION, finetune_task
 
@@ -59,7 +60,7 @@ def finetune_flow(tasks: list[FinetuneTaskConfig], pretrain_manifest: str | None
     paths = []
     for cfg in tasks:  # one at a time: each trains on every core
         upstream, synthetic = _inputs(cfg, pretrain, augment, augment_dir)
-        key = stage_key("finetune", VERSION, cfg.model_dump(mode="json"), upstream)
+        key = content_key("finetune", VERSION, key_config(cfg), upstream)
         start = init_dir if cfg.init == "pretrained" else None
         path = bind(finetune_task, root)(root, "finetune", key, cfg.name, cfg, start, synthetic, upstream)
         manifest = _manifest(path)

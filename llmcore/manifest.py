@@ -1,4 +1,4 @@
-"""Stage directories: content-addressed keys, atomic writes, ledgers and manifests.
+"""Atomic writes, ledgers and manifests of stage directories (keys and the manifest writer: llmcore/stage.py).
 
 A stage writes `<data_root>/<stage>/<key>/`; it is complete iff its `manifest.json` exists, and
 the manifest is always the last file written, atomically.
@@ -24,12 +24,6 @@ class ManifestError(ValueError):
 
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def stage_key(stage: str, version: int, config: Any, upstream: list[str]) -> str:
-    """The cache key of a stage: what it is, which code meaning, which settings, which inputs."""
-    blob = canonical_json({"stage": stage, "version": version, "config": config, "upstream": sorted(upstream)})
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def file_sha256(path: str | Path) -> str:

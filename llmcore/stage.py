@@ -23,6 +23,8 @@ from llmcore.manifest import MANIFEST, atomic_write_json, canonical_json, read_m
 
 PARTS = "parts"  # <root>/<stage>/parts/<part key>/: the content-addressed parts of a document stage
 OUTPUT_ONLY = {"key": False}  # json_schema_extra of a config field that changes how a stage runs, never what it writes
+# a field out of keys that chooses what a grown corpus reuses (tokenizer.refit, pretrain.on_new_data): not output-neutral
+POLICY = {"key": False, "policy": True}
 
 
 def content_key(*items: Any) -> str:
@@ -50,7 +52,7 @@ def runtime_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
     """Dotted paths of every OUTPUT_ONLY field under `model` (the config reference and the key test list them)."""
     found = []
     for name, field in model.model_fields.items():
-        if not (field.json_schema_extra or {}).get("key", True):
+        if (field.json_schema_extra or {}) == OUTPUT_ONLY:
             found.append(prefix + name)
         annotation = field.annotation
         for inner in (annotation, *getattr(annotation, "__args__", ())):

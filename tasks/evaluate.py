@@ -9,7 +9,6 @@ recomputed) and `manifest.json`, last and atomically.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from prefect import task
@@ -19,6 +18,7 @@ from llmcore.finetune.evaluate import evaluate
 from llmcore.finetune.formats import FormatError
 from llmcore.locks import once
 from llmcore.manifest import MANIFEST, atomic_write, atomic_write_json, describe_file
+from llmcore.stage import StageRef, key_config, write_manifest
 from tasks.common import PERMANENT, STAGE_TASK, maybe_fail, retry_unless
 
 VERSION = 1  # part of the evaluate stage key: bump when evaluation changes what a config produces
@@ -30,14 +30,10 @@ def write_stage(run_dir: Path, key: str, cfg: EvaluateConfig, finetune_manifest:
     outputs = results.pop("outputs")
     atomic_write(run_dir / PREDICTIONS, "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in outputs).encode())
     atomic_write_json(run_dir / RESULTS, results)
-    atomic_write_json(run_dir / MANIFEST, {
-        "stage": "evaluate", "key": key, "name": results["name"], "task": results["task"],
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "config": cfg.model_dump(mode="json"), "upstream": [finetune["key"]], "finetune": finetune_manifest,
-        "results": RESULTS, "predictions": PREDICTIONS,
-        "files": [describe_file(run_dir / RESULTS, run_dir, 1), describe_file(run_dir / PREDICTIONS, run_dir, len(outputs))],
-        "metrics": results["metrics"], "baseline": results["baseline"],
-    })
+    files = [describe_file(run_dir / RESULTS, run_dir, 1), describe_file(run_dir / PREDICTIONS, run_dir, len(outputs))]
+    write_manifest(StageRef(str(run_dir.parent.parent), run_dir.parent.name, key), key_config(cfg), [finetune["key"]], files,
+                   name=results["name"], task=results["task"], finetune=finetune_manifest, results=RESULTS,
+                   predictions=PREDICTIONS, metrics=results["metrics"], baseline=results["baseline"])
 
 
 # A malformed task file or a refused config fails the same way on every attempt.

@@ -76,7 +76,7 @@ def sign(data_root: str, name: str, key: str, stage: Dedup, part: Part) -> str:
     return str(marker)
 
 
-@task(name="dedup-cluster", **{**STAGE_TASK, "cache_key_fn": _keyed("cluster")})
+@task(name="dedup-cluster", task_run_name="dedup-cluster", **{**STAGE_TASK, "cache_key_fn": _keyed("cluster")})
 def cluster(data_root: str, key: str, stage: Dedup, signatures: list[Part]) -> str:
     summary = dedup.summary_path(stage.clusters(data_root, signatures))
     if not summary.exists():
@@ -85,7 +85,7 @@ def cluster(data_root: str, key: str, stage: Dedup, signatures: list[Part]) -> s
     return str(summary)
 
 
-@task(name="tokenizer", **{**STAGE_TASK, "cache_key_fn": _keyed("tokenizer")})
+@task(name="tokenizer", task_run_name="tokenizer", **{**STAGE_TASK, "cache_key_fn": _keyed("tokenizer")})
 def tokenizer(data_root: str, key: str, cfg: TokenizerConfig, corpus: str, upstream: list[str]) -> str:
     """Train (or adopt) the tokenizer from the corpus stage directory `corpus`; returns the manifest path."""
     ref = StageRef(data_root, "tokenizer", key)
@@ -109,7 +109,7 @@ def augment_model(out_dir: str, key: str, kind: str, cfg: BacktranslationConfig)
     return str(run_dir / MODEL_DIR)
 
 
-@task(name="augment-translate", **{**STAGE_TASK, "cache_key_fn": _keyed("augment-translate")})
+@task(name="augment-translate", task_run_name="augment-translate", **{**STAGE_TASK, "cache_key_fn": _keyed("augment-translate")})
 def translate(out_dir: str, key: str, shards: list[str], cfg: BacktranslationConfig, reverse: str, forward: str | None) -> str:
     """Synthetic pairs (and paraphrases with a forward model) in `out_dir`; returns the summary's path."""
     summary = Path(out_dir) / bt.TRANSLATED

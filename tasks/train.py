@@ -18,10 +18,10 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.runtime import task_run
 
-from llmcore.config import PretrainConfig
 from llmcore.data.tokens import TokenShardError
 from llmcore.locks import once
-from llmcore.manifest import MANIFEST, atomic_write_json, describe_file, read_manifest, relative_paths
+from llmcore.manifest import MANIFEST, describe_file, relative_paths
+from llmcore.stage import StageRef, write_manifest
 from llmcore.train import checkpoint, pretrain
 from llmcore.train.checks import TrainConfigError
 from llmcore.train.distributed import launch_command
@@ -138,35 +138,33 @@ def train_torchrun(job: pretrain.PretrainJob, reporter: Reporter, run_id: str) -
     return {"step": ends[-1]["step"], **{k: v for k, v in ends[-1].items() if k not in ("event", "step", "time")}}
 
 
-def write_manifest(run_dir: Path, key: str, cfg: PretrainConfig, tokens: str, summary: dict) -> dict:
-    """The pretrain stage manifest: the final checkpoint's files (sha256), the best one, the run's summary."""
+def pretrain_manifest(run_dir: Path, key: str, job: pretrain.PretrainJob, settings: dict, corpus: dict, summary: dict) -> dict:
+    """The pretrain stage manifest: the final checkpoint's files (sha256), the best one, the run's summary, and what
+    it trained on (`corpus`: the tokenize stage and its parts, the tokenizer, the model it continued from).
+    `settings`: the config as it enters keys (a continued run trains with fewer steps than it says)."""
     final = Path(summary["final"])
-    manifest = {
-        "stage": "pretrain", "key": key, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "config": cfg.model_dump(mode="json"), "upstream": [read_manifest(tokens)["key"]],
-        "checkpoint": str(final.relative_to(run_dir)),
-        "best": str(Path(summary["best"]).relative_to(run_dir)) if summary["best"] else None,
-        "files": [describe_file(p, run_dir, 0) for p in sorted(final.iterdir()) if p.is_file()],
-        "metrics": METRICS, "loss_curve": CURVE, "tensorboard": "tb", "summary": relative_paths(summary, run_dir),
-        "finished": now(),
-    }
-    atomic_write_json(run_dir / MANIFEST, manifest)
-    return manifest
+    ref = StageRef(str(run_dir.parent.parent), run_dir.parent.name, key)
+    return write_manifest(
+        ref, settings, [corpus["key"]], [describe_file(p, run_dir, 0) for p in sorted(final.iterdir()) if p.is_file()],
+        checkpoint=str(final.relative_to(run_dir)),
+        best=str(Path(summary["best"]).relative_to(run_dir)) if summary["best"] else None,
+        corpus=corpus, steps=job.config.train.max_steps,
+        metrics=METRICS, loss_curve=CURVE, tensorboard="tb", summary=relative_paths(summary, run_dir), finished=now(),
+    )
 
 
 @task(name="pretrain", task_run_name="pretrain-{key}", **{**STAGE_TASK, "retry_condition_fn": _worth_retrying})
-def pretrain_task(data_root: str, stage: str, key: str, cfg: PretrainConfig, tokens: str, tokenizer: str) -> str:
-    """Train (or resume) the model of `cfg` on the token stage `tokens`; returns the checkpoint manifest's path."""
+def pretrain_task(data_root: str, stage: str, key: str, job: pretrain.PretrainJob, settings: dict, corpus: dict) -> str:
+    """Train (or resume) `job` (its run directory: `<data_root>/<stage>/<key>`); returns the checkpoint manifest's path."""
     run_dir = Path(data_root) / stage / key
     if not (run_dir / MANIFEST).exists():
         maybe_fail(stage)
 
         def work() -> None:
-            job = pretrain.PretrainJob(tokens, tokenizer, str(run_dir), cfg)
             reporter = Reporter(run_dir)
-            many = cfg.train.distributed.world_size > 1
+            many = job.config.train.distributed.world_size > 1
             summary = train_torchrun(job, reporter, key) if many else train_here(job, reporter)
-            write_manifest(run_dir, key, cfg, tokens, summary)
+            pretrain_manifest(run_dir, key, job, settings, corpus, summary)
 
         once(run_dir / MANIFEST, work)  # an overlapping run waits, then finds the finished model
     return str(run_dir / MANIFEST)

@@ -14,8 +14,9 @@ import torch
 from llmcore.config import FinetuneTaskConfig, TokenizerConfig
 from llmcore.finetune import formats
 from llmcore.finetune.spec import TaskSpec, make_encoder
-from llmcore.manifest import MANIFEST, atomic_write_json, stage_key
+from llmcore.manifest import MANIFEST, atomic_write_json
 from llmcore.model import TransformerConfig, build_model, save
+from llmcore.stage import content_key
 from llmcore.tokenizer import TOKENIZER_FILE, special_ids, train_tokenizer, vocab_size
 
 SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample"
@@ -73,7 +74,7 @@ def train(model, encoder: formats.Encoder, examples: list, steps: int, batch: in
 def finetune_stage(root: Path, task_cfg: FinetuneTaskConfig, family: str = "gpt", steps: int = 0) -> Path:
     """`<root>/finetune/<key>/` as the finetune stage leaves it: the model in `model/`, the manifest last."""
     config = task_cfg.model_dump(mode="json")
-    key = stage_key("finetune", 1, {"task": config, "family": family, "steps": steps}, [])
+    key = content_key("finetune", 1, {"task": config, "family": family, "steps": steps})
     stage = root / "finetune" / key
     finetuned_model(stage / "model", task_cfg, family, steps)
     atomic_write_json(stage / MANIFEST, {"stage": "finetune", "key": key, "name": task_cfg.name, "config": config,

@@ -26,7 +26,11 @@ def task_runs(flow_run_id: UUID, timeout: float = 60) -> list:
 
 
 def stage_of(task_run) -> str:
-    return task_run.name.split("-")[0] if not task_run.name.startswith("finalize") else task_run.name.split("-")[1]
+    """The stage a task run works for, read from its name: a part task "<stage>-<part name>" ("clean-part-00003"),
+    a global step "<stage>-<step>..." ("dedup-signature-part-00001", "dedup-cluster", "augment-model-reverse",
+    "augment-translate"), the tokenizer's "tokenizer", or "finalize-<stage>"."""
+    name = task_run.name
+    return name.split("-")[1] if name.startswith("finalize-") else name.split("-")[0]
 
 
 def children(flow_run_id) -> list:

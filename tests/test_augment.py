@@ -65,11 +65,14 @@ def runs(prefect_server, one_thread, corpus, tmp_path_factory) -> dict:
     manifests = [json.loads(Path(p).read_text()) for p in first.result()]
     augment = next(m for m in manifests if m["stage"] == "augment")
     stage_dir = Path(root, "augment", augment["key"])
-    synthetic = stage_dir / SYNTHETIC
+    # the global step's output (models, pairs, paraphrases) is kept apart from the stage directory, under its key
+    [bt_dir] = Path(root, "augment", "backtranslation").iterdir()
+    synthetic = stage_dir / SYNTHETIC  # linked in from the global step's directory
+    assert synthetic.samefile(bt_dir / SYNTHETIC)
     mtime = synthetic.stat().st_mtime_ns
     second = data_flow(cfg, root, return_state=True)
     return {"root": root, "first": first, "second": second, "manifests": manifests, "augment": augment,
-            "dir": stage_dir, "mtime": mtime}
+            "dir": stage_dir, "bt": bt_dir, "mtime": mtime}
 
 
 def rows_of(stage_dir: Path, manifest: dict) -> list[dict]:
@@ -98,7 +101,7 @@ def test_synthetic_pairs_are_marked_readable_and_from_german_documents(runs):
 
 
 def test_reverse_model_never_saw_a_test_pair(runs):
-    trained = json.loads((runs["dir"] / "reverse" / TRAINED).read_text())
+    trained = json.loads((runs["bt"] / "reverse" / TRAINED).read_text())
     reverse = split(load_translation(PAIRS, "de", "en"))
     forward_test = {ex.key for ex in load_translation(PAIRS, "en", "de") if split_of(ex) == "test"}
     assert trained["examples"]["train"] == len(reverse["train"])  # run() trained on this split, no more
@@ -118,7 +121,7 @@ def test_augmented_rows_are_marked_and_the_ledger_balances(runs):
     ledger = augment["ledger"]
     assert ledger["added"] == kinds and kinds["eda"] > 0
     # a 150-step model's round trip may come back empty or unchanged: then it makes no paraphrase document
-    paraphrases = (runs["dir"] / PARAPHRASES).read_text(encoding="utf-8").splitlines()
+    paraphrases = (runs["bt"] / PARAPHRASES).read_text(encoding="utf-8").splitlines()
     assert kinds["paraphrase"] == len(paraphrases) == augment["backtranslation"]["paraphrase_documents"]
     assert ledger["rows_in"] == dedup["ledger"]["rows_out"]
     assert ledger["rows_in"] + sum(ledger["added"].values()) == ledger["rows_out"] + sum(ledger["dropped"].values()) + ledger["quarantined"]
@@ -143,7 +146,7 @@ def test_sentence_choice_ignores_shard_order(runs):
 
 
 def test_a_given_reverse_model_is_used_instead_of_training_one(runs, corpus, tmp_path):
-    given = shutil.copytree(runs["dir"] / "reverse" / "model", tmp_path / "reverse-model")
+    given = shutil.copytree(runs["bt"] / "reverse" / "model", tmp_path / "reverse-model")
     bt = {**BACKTRANSLATION, "model": str(given), "paraphrase_sentences": 0, "max_sentences": 4}
     state = data_flow(config(corpus, {"backtranslation": bt}), runs["root"], return_state=True)
     manifest = json.loads(Path(state.result()[4]).read_text())
@@ -151,5 +154,6 @@ def test_a_given_reverse_model_is_used_instead_of_training_one(runs, corpus, tmp
     assert "added" not in manifest["ledger"]  # no EDA, no paraphrases: the documents only
     names = [r.name for r in task_runs(state.state_details.flow_run_id)]
     assert "augment-translate" in names and not [n for n in names if n.startswith("augment-model")]
-    assert not (Path(runs["root"], "augment", manifest["key"], "reverse")).exists()
+    [bt_dir] = set(Path(runs["root"], "augment", "backtranslation").iterdir()) - {runs["bt"]}  # its own global step
+    assert (bt_dir / SYNTHETIC).exists() and not (bt_dir / "reverse").exists()
     assert len(load_translation(Path(runs["root"], "augment", manifest["key"], SYNTHETIC), "en", "de")) <= 4

@@ -1,5 +1,6 @@
-"""Dedup core: signatures equal datasketch's, LSH, external grouping, union-find, and the stage's
-three steps on real Parquet shards (real text from the bundled sample, edited where a test needs it)."""
+"""Dedup core: signatures equal datasketch's, LSH, external grouping, the greedy keep-first rule, and the
+stage's three steps on real Parquet shards, run as the data flow runs them (real text from the bundled
+sample, edited where a test needs it)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,21 @@ import random
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from datasketch import MinHash, MinHashLSH
 
 from llmcore.config import DedupConfig
-from llmcore.data import dedup
-from llmcore.data.dedup.cluster import UnionFind, near_representatives, size_histogram
+from llmcore.data.dedup.cluster import greedy_representatives, keep_order, size_histogram
 from llmcore.data.dedup.grouping import Grouper
-from llmcore.data.dedup.lsh import bucket_pairs, candidate_probability, lsh_params
+from llmcore.data.dedup.lsh import band_keys, bucket_pairs, candidate_probability, lsh_params
 from llmcore.data.dedup.minhash import Signer
 from llmcore.data.dedup.store import SignatureStore
 from llmcore.data.dedup.text import normalize, shingles, words
-from llmcore.data.stage import StageDir
+from llmcore.data.stage import PartDir, assemble
+from llmcore.data.stages import Dedup
 from llmcore.manifest import file_sha256
+from llmcore.stage import StageRef
 
 SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample" / "docs"
 CJK = "数据去重可以减少训练时间并且避免模型记住重复的内容因此我们在训练语言模型之前先删除完全相同和几乎相同的文档"
@@ -61,26 +62,33 @@ def replace_tail(text: str, k: int, tag: str) -> str:
     return " ".join(tokens[:-k] + [f"{tag}{i}" for i in range(k)])
 
 
+def upstream_stage(root: Path, docs: list[dict], shard_rows: int) -> StageRef:
+    """A finished upstream document stage holding docs in Parquet shards of shard_rows rows."""
+    writer = PartDir(root, "upstream", "p").writer(shard_rows=shard_rows)
+    for d in docs:
+        writer.keep({"source": "t", **d})
+    writer.finish()
+    ref = StageRef(str(root), "upstream", "k")
+    assemble(ref, [("part-00000", "p")], {}, [], None)
+    return ref
+
+
 def run_stage(root: Path, docs: list[dict], cfg: DedupConfig, shard_rows: int = 1000) -> tuple[dict, dict, dict]:
-    """The three steps over docs written as Parquet shards; (removed id -> row, manifest, summary)."""
-    up = root / "upstream"
-    up.mkdir(parents=True)
-    shards = []
-    for i in range(0, len(docs), shard_rows):
-        shards.append(up / f"part-{i // shard_rows:05d}.parquet")
-        pq.write_table(pa.Table.from_pylist([{"source": "t", **d} for d in docs[i : i + shard_rows]]), shards[-1])
-    parts = [s.stem for s in shards]
-    stage = StageDir(root, "dedup", "key")
-    for part, shard in zip(parts, shards):
-        dedup.sign_part(stage.path, part, shard, cfg)
-    summary = dedup.cluster(stage.path, parts, shards, cfg)
-    for part, shard in zip(parts, shards):
-        dedup.filter_part(stage, part, shard)
-    manifest = stage.finalize(parts, cfg.model_dump(mode="json"), [], len(docs))
-    removed = {r["id"]: r for f in manifest["rejected"] for r in pq.read_table(stage.path / f["path"]).to_pylist()}
-    kept = [
-        r["id"] for f in manifest["files"] for r in pq.read_table(stage.path / f["path"], columns=["id"]).to_pylist()
-    ]
+    """The three steps over docs written as Parquet shards, as the data flow chains them (signatures per shard,
+    one clustering, a filter part per shard, the stage directory); (removed id -> row, manifest, summary)."""
+    upstream = upstream_stage(root, docs, shard_rows)
+    stage = Dedup(cfg)
+    signatures = stage.signature_parts(upstream)
+    for part in signatures:
+        stage.sign(str(root), part)
+    summary = stage.cluster(str(root), signatures)
+    parts = stage.filter_parts(str(root), signatures)
+    for part in parts:
+        stage.run(PartDir(root, stage.name, part.key), part)
+    ref = StageRef(str(root), stage.name, stage.stage_key(parts))
+    manifest = assemble(ref, [(p.name, p.key) for p in parts], stage.config, ["k"], len(docs), {"dedup": summary})
+    removed = {r["id"]: r for f in manifest["rejected"] for r in pq.read_table(ref.path / f["path"]).to_pylist()}
+    kept = [r["id"] for f in manifest["files"] for r in pq.read_table(ref.path / f["path"], columns=["id"]).to_pylist()]
     assert sorted(kept + list(removed)) == sorted(d["id"] for d in docs)
     assert all(r["detail"] in kept for r in removed.values()), "every removed row names a kept representative"
     return removed, manifest, summary
@@ -129,15 +137,28 @@ def test_lsh_parameters_are_datasketchs_and_the_s_curve_rises():
     assert curve == sorted(curve) and curve[0] < 0.05 and curve[-2] > 0.99
 
 
+def components(n: int, a: np.ndarray, b: np.ndarray) -> list[int]:
+    """Each document's smallest connected document over the pairs (a, b): a plain union-find."""
+    parent = list(range(n))
+
+    def find(x):
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for x, y in zip(a.tolist(), b.tolist()):
+        rx, ry = find(x), find(y)
+        parent[max(rx, ry)] = min(rx, ry)
+    return [find(x) for x in range(n)]
+
+
 def test_bucket_pairs_are_linear_and_connect_each_bucket():
     members = np.array([3, 5, 9, 12, 1, 2, 7, 8, 20, 21, 22, 23, 24])
     starts = np.array([0, 4, 6])  # buckets of 4, 2 and 7
     a, b = bucket_pairs(members, starts)
     pairs = set(zip(a.tolist(), b.tolist()))
     assert len(a) == len(pairs) <= 2 * (3 + 1 + 6)
-    union = UnionFind(30)
-    union.union(a, b)
-    roots = union.roots()
+    roots = components(30, a, b)
     assert (
         len({roots[m] for m in (3, 5, 9, 12)}) == 1
         and roots[1] == roots[2]
@@ -165,42 +186,77 @@ def test_grouper_spills_to_partitions_and_finds_every_group(tmp_path):
     assert not (tmp_path / "spill").exists()
 
 
-def test_union_find_matches_a_plain_one():
-    rng = np.random.default_rng(1)
-    n = 5000
-    a, b = rng.integers(0, n, 3000), rng.integers(0, n, 3000)
-    union = UnionFind(n)
-    for chunk in np.array_split(np.arange(3000), 5):  # unions arrive in batches, as per sort partition
-        union.union(a[chunk], b[chunk])
-    parent = list(range(n))
-
-    def find(x):
-        while parent[x] != x:
-            x = parent[x]
-        return x
-
+def plain_greedy(n: int, a: np.ndarray, b: np.ndarray, rank: np.ndarray) -> list[int]:
+    """The keep rule spelled out: documents in keep order; one with a pair to an earlier kept document is
+    removed and points at the earliest (in keep order) of those; the others are kept."""
+    similar = {}
     for x, y in zip(a.tolist(), b.tolist()):
-        rx, ry = find(x), find(y)
-        parent[max(rx, ry)] = min(rx, ry)
-    assert union.roots().tolist() == [min(find(x), x) if find(x) == x else find(x) for x in range(n)]
+        similar.setdefault(x, set()).add(y)
+        similar.setdefault(y, set()).add(x)
+    rep = list(range(n))
+    for y in sorted(range(n), key=lambda d: rank[d]):
+        earlier = [x for x in similar.get(y, ()) if rank[x] < rank[y] and rep[x] == x]
+        if earlier:
+            rep[y] = min(earlier, key=lambda x: rank[x])
+    return rep
 
 
-def test_chain_splitting_is_the_same_in_any_batch_size():
+def test_greedy_keeps_both_ends_of_a_chain():
+    a, b, rank = np.array([0, 1]), np.array([1, 2]), np.arange(3)  # a~b, b~c; a and c are not similar
+    assert greedy_representatives(a, b, rank).tolist() == [0, 0, 2]  # b points at a; c is kept: b was removed
+    assert greedy_representatives(np.array([0, 1, 0]), np.array([1, 2, 2]), rank).tolist() == [0, 0, 0]  # a~c too
+    four = greedy_representatives(np.array([0, 1, 2]), np.array([1, 2, 3]), np.arange(4))  # a~b~c~d
+    assert four.tolist() == [0, 0, 2, 2]  # every other one kept: a removed document never represents
+    assert greedy_representatives(np.zeros(0, np.int64), np.zeros(0, np.int64), rank).tolist() == [0, 1, 2]
+
+
+def test_greedy_matches_the_rule_and_not_the_order_of_the_pairs():
+    rng = np.random.default_rng(1)
+    n = 400
+    a, b = rng.integers(0, n, 900), rng.integers(0, n, 900)
+    a, b = a[a != b], b[a != b]
+    for rank in (np.arange(n), rng.permutation(n)):
+        rep = greedy_representatives(a, b, rank)
+        assert rep.tolist() == plain_greedy(n, a, b, rank)
+        removed = np.flatnonzero(rep != np.arange(n))
+        assert 0 < len(removed) < n
+        assert (rep[rep] == rep).all() and (rank[rep[removed]] < rank[removed]).all()  # kept, and earlier
+        pairs = set(zip(a.tolist(), b.tolist())) | set(zip(b.tolist(), a.tolist()))
+        assert all((int(x), int(y)) in pairs for x, y in zip(rep[removed], removed))  # a verified pair joins them
+        kept = set(np.flatnonzero(rep == np.arange(n)).tolist())
+        assert not any(x in kept and y in kept for x, y in pairs)  # no two kept documents are similar
+        shuffled = rng.permutation(len(a))
+        x, y = a[shuffled], b[shuffled]
+        swap = rng.random(len(a)) < 0.5  # either way round, in any order, repeated
+        x, y = np.where(swap, y, x), np.where(swap, x, y)
+        again = greedy_representatives(np.concatenate([x, y[:50]]), np.concatenate([y, x[:50]]), rank)
+        assert again.tolist() == rep.tolist()
+
+
+def test_greedy_appending_documents_never_changes_the_old_ones():
     rng = np.random.default_rng(2)
-    base = rng.integers(0, 1 << 32, (40, 64), dtype=np.uint64).astype(np.uint32)
-    sig = base[np.repeat(np.arange(40), 5)]  # 40 components of 5 documents, each slightly edited
-    edits = rng.random(sig.shape) < 0.1  # two members agree on about 81% of slots: some join, some split
-    sig[edits] = rng.integers(0, 1 << 32, int(edits.sum()), dtype=np.uint64).astype(np.uint32)
-    union = UnionFind(len(sig))
-    for start in range(0, len(sig), 5):
-        union.union(np.arange(start, start + 4), np.arange(start + 1, start + 5))
-    docs, rank = np.arange(len(sig)), np.arange(len(sig))[::-1].copy()  # keep order: last document first
-    rep = near_representatives(union.roots(), docs, rank, lambda d: sig[d], 0.8, batch_docs=10_000)
-    assert near_representatives(union.roots(), docs, rank, lambda d: sig[d], 0.8, batch_docs=7).tolist() == rep.tolist()
-    removed = np.flatnonzero(rep != docs)
-    assert 0 < len(removed) and len(set(rep.tolist())) > 40  # duplicates removed, chains split
-    assert (rep[rep] == rep).all() and (rank[rep[removed]] < rank[removed]).all()
-    assert (np.count_nonzero(sig[removed] == sig[rep[removed]], axis=1) >= 0.8 * 64).all()
+    old, new = 300, 200
+    a, b = rng.integers(0, old, 600), rng.integers(0, old, 600)
+    a, b = a[a != b], b[a != b]
+    before = greedy_representatives(a, b, np.arange(old))
+    # the appended documents come later in corpus order; they are similar to old ones and to each other
+    c, d = rng.integers(old, old + new, 500), rng.integers(0, old + new, 500)
+    c, d = c[c != d], d[c != d]
+    after = greedy_representatives(np.concatenate([a, c]), np.concatenate([b, d]), np.arange(old + new))
+    assert after[:old].tolist() == before.tolist()
+    assert (after[old:] != np.arange(old, old + new)).any()  # some appended ones are duplicates of old ones
+
+
+def test_greedy_keep_longest_via_rank():
+    chars = np.array([100, 300, 200, 300, 50])  # documents 1 and 3 tie: corpus order decides
+    order, rank = keep_order("longest", chars)
+    assert order.tolist() == [1, 3, 2, 0, 4] and rank.tolist() == [3, 0, 2, 1, 4]
+    a, b = np.array([0, 1, 2, 0]), np.array([1, 2, 3, 4])  # 0~1~2~3, 0~4
+    assert greedy_representatives(a, b, rank).tolist() == [1, 1, 1, 3, 4]
+    # longest first: 1 kept; 3 (no pair to 1) kept; 2 -> 1 (the earlier of its kept neighbours 1 and 3);
+    # 0 -> 1; 4's only neighbour 0 was removed: 4 kept
+    _, first = keep_order("first", chars)
+    assert greedy_representatives(a, b, first).tolist() == [0, 0, 2, 2, 0]
 
 
 def test_size_histogram_bins():
@@ -228,7 +284,7 @@ def test_exact_and_near_duplicates_name_their_representative(tmp_path, english):
     assert fates(removed) == {
         "exact-of-03": ("exact_duplicate", "doc-03"),
         "near-of-07": ("near_duplicate", "doc-07"),
-        "exact-of-near": ("near_duplicate", "doc-07"),  # its cluster's kept document is doc-07
+        "exact-of-near": ("near_duplicate", "doc-07"),  # its exact group's first, near-of-07, went to doc-07
     }
     assert removed["exact-of-03"]["dup_similarity"] == 1.0 and 0.8 <= removed["near-of-07"]["dup_similarity"] < 1
     ledger = manifest["ledger"]
@@ -262,8 +318,15 @@ def test_verification_keeps_a_chain_from_becoming_one_cluster(tmp_path, english)
     cfg = DedupConfig(num_perm=512)  # estimates within about 0.02 of the true Jaccard
     removed, _, _ = run_stage(tmp_path / "verified", docs, cfg)
     assert {k: r["detail"] for k, r in removed.items()} == {"b": "a"}  # c is no duplicate of a: kept
-    removed, _, _ = run_stage(tmp_path / "unverified", docs, cfg.model_copy(update={"verify": False}))
-    assert {k: r["detail"] for k, r in removed.items()} == {"b": "a", "c": "a"}  # transitive closure
+    removed, _, summary = run_stage(tmp_path / "unverified", docs, cfg.model_copy(update={"verify": False}))
+    # Without verification every LSH candidate pair counts as similar. The keep rule never chains through a
+    # removed document (b cannot take c), so c goes only because a and c are a candidate pair themselves:
+    # at J about 0.72 they share a band (checked here), so c points at a directly.
+    sig = Signer(cfg.num_perm, cfg.seed, cfg.ngram).sign([a, c]).signatures
+    keys = band_keys(sig, *lsh_params(cfg.threshold, cfg.num_perm, cfg.recall_weight))
+    assert (keys[0] == keys[1]).any()
+    assert {k: r["detail"] for k, r in removed.items()} == {"b": "a", "c": "a"}
+    assert summary["compared_pairs"] == 0 and summary["similar_pairs"] == summary["candidate_pairs"] >= 3
 
 
 def test_short_empty_and_other_script_documents(tmp_path, english):
@@ -301,12 +364,16 @@ def test_output_is_deterministic_across_runs_sharding_and_sort_memory(tmp_path, 
     first, m1, _ = run_stage(tmp_path / "a", docs, DedupConfig(), shard_rows=25)
     _, m2, _ = run_stage(tmp_path / "b", docs, DedupConfig(), shard_rows=25)
     assert [f["sha256"] for f in m1["files"] + m1["rejected"]] == [f["sha256"] for f in m2["files"] + m2["rejected"]]
-    for part in ("part-00000", "part-00002"):
-        a, b = (tmp_path / x / "dedup" / "key" / "signatures" / f"{part}.npy" for x in "ab")
+    keys = {x: [p.key for p in Dedup(DedupConfig()).signature_parts(StageRef(str(tmp_path / x), "upstream", "k"))]
+            for x in "ab"}
+    assert keys["a"] == keys["b"]  # a shard's signatures are keyed by its content
+    for i in (0, 2):
+        a, b = (tmp_path / x / "dedup" / "signatures" / f"{keys[x][i]}.npy" for x in "ab")
         assert file_sha256(a) == file_sha256(b)
     sizes = [min(25, len(docs) - i) for i in range(0, len(docs), 25)]
-    parts = [f"part-{i:05d}" for i in range(len(sizes))]
-    store = SignatureStore(tmp_path / "a" / "dedup" / "key", parts, sizes, 256)
+    store = SignatureStore(tmp_path / "a" / "dedup", keys["a"], sizes, 256)
+    assert len(keys["a"]) == len(sizes)
+    parts = keys["a"]
     everything = np.concatenate([store.part(s) for s in range(len(parts))])
     picks = np.array([79, 0, 3, 79, 26, len(docs) - 1])
     assert np.array_equal(store.rows(picks), everything[picks])

@@ -25,9 +25,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from llmcore.config import IngestConfig, SourceConfig
-from llmcore.data.parts import ingest_part
-from llmcore.data.readers import list_inputs, printable_path
-from llmcore.data.stage import StageDir, read_rows
+from llmcore.data.readers import printable_path
+from llmcore.data.stage import PartDir, read_rows
+from llmcore.data.stages import Ingest, run_local
+from llmcore.stage import StageRef
 
 SEED = 1234
 MIN_RECORDS = 10_000
@@ -284,11 +285,11 @@ def build(root: Path, rng: random.Random) -> dict[str, Planned]:
     return plans
 
 
-def check(src: SourceConfig, unit: str, plan: Planned, summary: dict, stage: StageDir) -> None:
+def check(src: SourceConfig, unit: str, plan: Planned, part: PartDir) -> None:
     """Every record of the file is a document, a quarantine entry, or inside a damage entry's range."""
-    where = printable_path(unit)
-    docs = {r["id"]: r["text"] for f in summary["files"] for r in read_rows(stage.path / f["path"], columns=["id", "text"])}
-    entries = [json.loads(line) for line in (stage.path / summary["quarantine"]).read_bytes().splitlines()] if summary["quarantine"] else []
+    where, summary = printable_path(unit), part.summary()
+    docs = {r["id"]: r["text"] for f in summary["files"] for r in read_rows(part.path / f["path"], columns=["id", "text"])}
+    entries = [json.loads(line) for line in (part.path / summary["quarantine"]).read_bytes().splitlines()] if summary["quarantine"] else []
     assert all(q["file"] == where for q in entries), where
     if plan.whole:
         assert not docs and [q["line"] for q in entries] == [None], where
@@ -323,14 +324,14 @@ def test_fuzzed_inputs_never_crash_and_every_record_is_accounted_for(tmp_path):
                SourceConfig(name="c", format="csv", path=str(tmp_path / "in" / "c")),
                SourceConfig(name="p", format="parquet", path=str(tmp_path / "in" / "p"))]
     cfg = IngestConfig(sources=sources)
-    stage = StageDir(tmp_path / "data", "ingest", "fuzz")
-    parts = []
-    for k, src in enumerate(sources):
-        for unit in list_inputs(src, k):
-            parts.append(f"part-{len(parts):05d}")
-            check(src, unit, plans.pop(printable_path(unit)), ingest_part(stage, parts[-1], src, unit, cfg), stage)
+    root = tmp_path / "data"
+    stage = Ingest(cfg)
+    manifest = run_local(stage, root, None)  # every input file of every source is a part
+    for part in stage.plan():
+        check(sources[part.source], part.input, plans.pop(printable_path(part.input)), PartDir(root, "ingest", part.key))
+        assert manifest["parts"][part.name]["key"] == part.key
     assert not plans, f"files not listed as inputs: {sorted(plans)[:3]}"
-    manifest = stage.finalize(parts, {}, [], None)
     ledger = manifest["ledger"]
     assert ledger["rows_in"] == ledger["rows_out"] + sum(ledger["dropped"].values()) + ledger["quarantined"]
-    assert (stage.path / "quarantine.jsonl").read_bytes().count(b"\n") == ledger["quarantined"]
+    merged = StageRef(str(root.resolve()), "ingest", manifest["key"]).path / "quarantine.jsonl"
+    assert merged.read_bytes().count(b"\n") == ledger["quarantined"]

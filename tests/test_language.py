@@ -14,7 +14,7 @@ from llmcore.config import LanguageConfig
 from llmcore.data import language
 from llmcore.data.language import UNKNOWN, detect_languages
 from llmcore.data.parts import language_part
-from llmcore.data.stage import StageDir, read_rows
+from llmcore.data.stage import PartDir, read_rows
 
 SAMPLE = Path(__file__).resolve().parents[1] / "configs" / "sample" / "docs"
 
@@ -76,10 +76,11 @@ def test_stage_part_keeps_allowed_and_says_why_it_drops(tmp_path):
     rows = [{"id": f"d{i}", "text": d["text"], "source": "s"} for i, d in enumerate(docs)]
     rows.append({"id": "digits", "text": "1234 5678 90", "source": "s"})
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in.parquet")
-    stage = StageDir(tmp_path, "language", "k")
-    summary = language_part(stage, "in", tmp_path / "in.parquet", LanguageConfig(allowed=["en", "de"], workers=1))
-    kept = list(read_rows(stage.path / summary["files"][0]["path"]))
-    rejected = {r["id"]: r for r in read_rows(stage.path / summary["rejected"][0]["path"])}
+    part = PartDir(tmp_path, "language", "k")
+    summary = language_part(part, tmp_path / "in.parquet", LanguageConfig(allowed=["en", "de"], workers=1))
+    assert part.summary() == summary
+    kept = list(read_rows(part.path / summary["files"][0]["path"]))
+    rejected = {r["id"]: r for r in read_rows(part.path / summary["rejected"][0]["path"])}
     assert {r["lang"] for r in kept} == {"en", "de"} and all(r["lang_prob"] >= 0.8 for r in kept)
     assert rejected["digits"]["reason"] == "language_not_allowed" and rejected["digits"]["lang"] == UNKNOWN
     assert {r["lang"] for r in rejected.values()} >= {"fr", "es"}

@@ -148,8 +148,11 @@ def test_the_loader_refuses_a_changed_shard(stages, tmp_path):
     entry = read_manifest(stage)["files"][0]
     with open(stage / entry["path"], "r+b") as fh:
         fh.truncate(entry["bytes"] - 100)
-    with pytest.raises(TokenShardError, match=r"truncated.*llmpipe run --refresh-cache"):
+    part = stage.parent / "parts" / entry["part"]
+    with pytest.raises(TokenShardError, match=r"truncated.*delete the part") as err:
         loader(stage, "clm", split=entry["split"])
+    message = str(err.value)
+    assert f"delete the part {part} and {stage / 'manifest.json'}, then rerun the data flow" in message
 
 
 def test_too_many_ranks_for_the_documents_is_an_error(stages, tmp_path):

@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 from llmcore.config import IngestConfig, SourceConfig
+from llmcore.data.stage import PartDir
+from llmcore.data.stages import Ingest
 from llmcore.locks import file_lock, lock_path, once
-from tasks.data import ingest_part
+from tasks.stages import run_part
 
 CTX = multiprocessing.get_context("fork")
 
@@ -28,7 +30,7 @@ def _writer(marker: Path, log: Path, start) -> None:
 
 
 def test_two_concurrent_writers_do_the_work_once(tmp_path):
-    marker, log = tmp_path / "stage" / "parts" / "part-00000.json", tmp_path / "log"
+    marker, log = tmp_path / "ingest" / "parts" / "0123456789abcdef" / "summary.json", tmp_path / "log"
     start = CTX.Barrier(2)
     procs = [CTX.Process(target=_writer, args=(marker, log, start)) for _ in range(2)]
     for p in procs:
@@ -56,17 +58,17 @@ def _hold_forever(lock: Path) -> None:
 
 
 def test_stage_task_waits_for_a_run_writing_the_same_part(tmp_path):
-    """The real ingest task: while another run holds the part's lock, it waits, then writes the part."""
+    """The real part task, on an ingest part: while another run holds the part's lock, it waits, then writes the part."""
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(json.dumps({"text": f"document number {i} " * 10}) + "\n" for i in range(5)))
     src = SourceConfig(name="s", format="jsonl", path=str(docs))
     root = str(tmp_path / "data")
-    summary = Path(root, "ingest", "k", "parts", "part-00000.json")
+    stage = Ingest(IngestConfig(sources=[src]))
+    [part] = stage.plan()
+    summary = PartDir(root, "ingest", part.key).summary_path
     result: list[str] = []
     with file_lock(lock_path(summary)):
-        worker = threading.Thread(
-            target=lambda: result.append(ingest_part.fn(root, "ingest", "k", "part-00000", src, str(docs), IngestConfig(sources=[src])))
-        )
+        worker = threading.Thread(target=lambda: result.append(run_part.fn(root, "ingest", part.name, part.key, stage, part)))
         worker.start()
         worker.join(2.0)
         assert worker.is_alive() and not summary.exists()

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import os
 
-from flows.data import input_fingerprint
-from llmcore.manifest import atomic_write_json, stage_key
+from llmcore.config import IngestConfig, SourceConfig
+from llmcore.data.stages import Ingest
+from llmcore.manifest import atomic_write_json
 
 
 def test_written_files_honour_the_umask(tmp_path):
@@ -23,7 +24,7 @@ def test_a_non_utf8_file_name_enters_the_ingest_key_and_manifest(tmp_path):
     (tmp_path / "in").mkdir()
     with open(os.fsencode(tmp_path / "in") + b"/caf\xe9.jsonl", "wb") as fh:
         fh.write(b'{"text": "x"}\n')
-    fingerprint = input_fingerprint(str(tmp_path / "in"))
-    assert "caf\\xe9.jsonl" in fingerprint
-    assert stage_key("ingest", 2, {}, [fingerprint])  # encoded to UTF-8 for the hash: raised before
-    json.dumps({"upstream": [fingerprint]}).encode("utf-8")  # as the manifest stores it
+    src = SourceConfig(name="s", format="jsonl", path=str(tmp_path / "in"))
+    [part] = Ingest(IngestConfig(sources=[src])).plan()  # the key hashes the file's name and bytes: raised before
+    assert len(part.key) == 16
+    json.dumps({"input": part.input}).encode("utf-8")  # as the manifest stores it

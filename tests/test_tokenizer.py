@@ -9,8 +9,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from llmcore.config import TokenizerConfig
 from llmcore.data import tokens
-from llmcore.data.stage import StageDir
 from llmcore.manifest import file_sha256, read_manifest
+from llmcore.stage import StageRef
 from llmcore.tokenizer import SENTINELS, TokenizerError, load_tokenizer, save_tokenizer, special_ids, train_tokenizer
 from token_helpers import docs_stage, sample_texts
 
@@ -57,10 +57,10 @@ def test_an_existing_tokenizer_file_is_adopted(tmp_path):
 
     corpus = docs_stage(tmp_path, texts)
     cfg = TokenizerConfig(path=str(own))
-    manifest = tokens.tokenizer_stage(StageDir(tmp_path, "tokenizer", "adopted"), corpus, cfg, cfg.model_dump(), [])
+    manifest = tokens.tokenizer_stage(StageRef(str(tmp_path), "tokenizer", "adopted"), corpus, cfg, [])
     described = manifest["tokenizer"]
     assert described["special_ids"]["pad"] == described["special_ids"]["eos"] == 0  # pads with eos, as GPT-2 does
-    assert manifest["parts"]["tokenizer"]["adopted"] == str(own)
+    assert manifest["adopted"] == str(own) and read_manifest(tmp_path / "tokenizer" / "adopted") == manifest
     assert manifest["ledger"]["rows_in"] == 0  # nothing sampled
     stage_file = tmp_path / "tokenizer" / "adopted" / "tokenizer.json"
     assert described["sha256"] == file_sha256(stage_file)
@@ -93,13 +93,13 @@ def test_the_training_sample_is_bounded_and_seeded(tmp_path):
     assert sorted(drawn(10_000, 0)) == sorted(sample_texts(40))  # the whole corpus when it is smaller
 
     cfg = TokenizerConfig(sample_docs=30, vocab_size=400)
-    m = tokens.tokenizer_stage(StageDir(tmp_path, "tokenizer", "k"), corpus, cfg, cfg.model_dump(), [])
+    m = tokens.tokenizer_stage(StageRef(str(tmp_path), "tokenizer", "k"), corpus, cfg, [])
     assert m["ledger"]["rows_in"] == m["ledger"]["rows_out"] == 30
-    assert m["parts"]["tokenizer"]["sampled_docs"] == 30
+    assert m["sampled_docs"] == 30
 
 
 def test_an_empty_corpus_trains_no_tokenizer(tmp_path):
     corpus = docs_stage(tmp_path, [])
     cfg = TokenizerConfig()
     with pytest.raises(TokenizerError, match=r"no document to train a tokenizer on: the docs stage .* kept none of its 0"):
-        tokens.tokenizer_stage(StageDir(tmp_path, "tokenizer", "k"), corpus, cfg, cfg.model_dump(), [])
+        tokens.tokenizer_stage(StageRef(str(tmp_path), "tokenizer", "k"), corpus, cfg, [])

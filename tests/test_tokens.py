@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,10 @@ import pytest
 
 from llmcore.config import TokenizeConfig
 from llmcore.data import tokens
-from llmcore.data.stage import StageDir, read_rows
+from llmcore.data.stage import PartDir, read_rows
+from llmcore.data.stages import Tokenize, run_local
 from llmcore.manifest import MANIFEST, file_sha256, read_manifest
+from llmcore.stage import StageRef
 from llmcore.tokenizer import load_tokenizer
 from token_helpers import sample_texts, token_stage
 
@@ -111,18 +114,23 @@ def test_a_changed_shard_is_refused_with_rebuild_advice(tmp_path, how):
     message = str(err.value)
     assert str(stage / entry["path"]) in message
     assert ("truncated" if how == "truncate" else "sha256") in message
-    assert "llmpipe run --refresh-cache" in message and str(stage / MANIFEST) in message
+    part = PartDir(tmp_path, "tokenize", entry["part"])
+    assert f"delete the part {part.path} and {stage / MANIFEST}, then rerun the data flow" in message
+    assert "--refresh-cache" not in message
     if how == "flip":  # a same-size change is only seen by the checksum
         tokens.open_split(stage, entry["split"], verify="size")
 
-    # the advice, followed: delete the shard, its part summary and the manifest, redo that part
-    part = Path(entry["path"]).stem
-    for name in (entry["path"], f"parts/{part}.json", MANIFEST):
-        (stage / name).unlink()
-    corpus, tok_dir = tmp_path / "docs" / "k", tmp_path / "tokenizer" / "gpt"
-    cfg = TokenizeConfig(validation_fraction=0.1)
-    tokens.tokenize_part(StageDir(tmp_path, "tokenize", "gpt"), part, corpus / f"{part}.parquet", tok_dir, cfg)
-    parts = [Path(f["path"]).stem for f in read_manifest(corpus)["files"]]
-    StageDir(tmp_path, "tokenize", "gpt").finalize(parts, {}, [], None)
+    # the advice, followed: delete the part and the stage manifest, rerun the stage; only that part is redone
+    others = {f["part"]: PartDir(tmp_path, "tokenize", f["part"]).summary_path.stat().st_mtime_ns
+              for f in read_manifest(stage)["files"] if f["part"] != entry["part"]}
+    assert others
+    shutil.rmtree(part.path)
+    (stage / MANIFEST).unlink()
+    tokenizer = StageRef(str(tmp_path), "tokenizer", "gpt")
+    manifest = run_local(Tokenize(TokenizeConfig(validation_fraction=0.1), tokenizer), tmp_path,
+                         StageRef(str(tmp_path), "docs", "k"))
+    assert StageRef(str(tmp_path), "tokenize", manifest["key"]).path == stage  # the same stage directory
     assert file_sha256(stage / entry["path"]) == entry["sha256"]  # the same bytes again
+    assert file_sha256(part.path / Path(entry["path"]).parent / "part.arrow") == entry["sha256"]
+    assert {p: PartDir(tmp_path, "tokenize", p).summary_path.stat().st_mtime_ns for p in others} == others
     tokens.open_split(stage, entry["split"])

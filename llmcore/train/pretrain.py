@@ -22,6 +22,7 @@ from llmcore.data.tokens import TokenShardError
 from llmcore.manifest import atomic_write_json, file_sha256, read_manifest
 from llmcore.model import TransformerConfig, build_model
 from llmcore.model.config import FAMILIES
+from llmcore.model.io import load as load_model
 from llmcore.objectives import make_objective
 from llmcore.tokenizer import CONFIG_FILE, TOKENIZER_FILE
 from llmcore.train import distributed
@@ -41,16 +42,17 @@ class PretrainJob:
     tokenizer: str  # the directory holding tokenizer.json
     run_dir: str    # checkpoints, metrics.jsonl, tb/, loss_curve.png
     config: PretrainConfig
+    init: str | None = None  # a checkpoint directory whose weights training starts from (continual pretraining)
 
     def save(self, path: str | Path) -> Path:
         atomic_write_json(path, {"tokens": self.tokens, "tokenizer": self.tokenizer, "run_dir": self.run_dir,
-                                 "config": self.config.model_dump(mode="json")})
+                                 "config": self.config.model_dump(mode="json"), "init": self.init})
         return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> PretrainJob:
         raw = json.loads(Path(path).read_text())
-        return cls(raw["tokens"], raw["tokenizer"], raw["run_dir"], PretrainConfig.model_validate(raw["config"]))
+        return cls(raw["tokens"], raw["tokenizer"], raw["run_dir"], PretrainConfig.model_validate(raw["config"]), raw.get("init"))
 
 
 def model_config(cfg: PretrainConfig, tokenizer: dict) -> TransformerConfig:
@@ -128,6 +130,11 @@ def run(job: PretrainJob, callbacks: Iterable[Callback] = (), world: World | Non
                                "data.tokenize.validation_fraction, or remove the patience")
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     model = build_model(model_cfg)
+    if job.init:
+        start = load_model(job.init)  # sha256-verified safetensors
+        if start.config != model.config:
+            raise TrainConfigError(f"{job.init} holds a model of another shape than pretrain.model: it cannot be continued")
+        model.load_state_dict(start.state_dict())
     files = {name: Path(job.tokenizer) / name for name in (TOKENIZER_FILE, CONFIG_FILE) if (Path(job.tokenizer) / name).exists()}
     trainer = Trainer(model, t, job.run_dir, train, evaluation, seq_len=job.config.block_size, callbacks=callbacks,
                       files=files, world=world, info={"objective": kind})
