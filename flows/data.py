@@ -23,6 +23,7 @@ from llmcore.augment.backtranslate import PARAPHRASES, SYNTHETIC
 from llmcore.config import DataConfig, RunnerConfig, TokenizerConfig
 from llmcore.data.stage import link
 from llmcore.data.stages import TOKENIZER_VERSION, Augment, Clean, Dedup, DocStage, Ingest, Language, Part, Tokenize
+from llmcore.housekeeping import point
 from llmcore.manifest import file_sha256
 from llmcore.report import format_table, funnel
 from llmcore.stage import StageRef, content_key, key_config, latest
@@ -62,7 +63,9 @@ def finish(root: str, stage: DocStage, parts: list[Part], upstream: StageRef | N
     bind(stages.finalize, root)(root, stage.name, key, [(p.name, p.key) for p in parts], stage.config,
                                 [up["key"]] if up else [], up["ledger"]["rows_out"] if up else None,
                                 {**stage.extra(root), **(extra or {})})
-    return StageRef(root, stage.name, key)
+    ref = StageRef(root, stage.name, key)
+    point(ref)
+    return ref
 
 
 def per_part(runner: TaskRunner, root: str, stage: DocStage, upstream: StageRef | None) -> StageRef:
@@ -83,7 +86,7 @@ def deduplicate(runner: TaskRunner, root: str, stage: Dedup, upstream: StageRef)
     summary = stages.report_clusters(bind(stages.cluster, root)(root, cluster_key, stage, signatures))
     parts = stage.filter_parts(root, signatures)
     run_parts(runner, root, stage, parts)
-    return finish(root, stage, parts, upstream, {"dedup": summary})
+    return finish(root, stage, parts, upstream, {"dedup": summary, "clusters": cluster_key, "signatures": [p.key for p in signatures]})
 
 
 def augment(runner: TaskRunner, root: str, cfg, upstream: StageRef) -> StageRef:
@@ -110,7 +113,8 @@ def augment(runner: TaskRunner, root: str, cfg, upstream: StageRef) -> StageRef:
     if bt:
         ref = StageRef(root, stage.name, stage.stage_key(parts))
         link(Path(out, SYNTHETIC), ref.path / SYNTHETIC)  # the pairs travel with the stage directory
-        extra = {"synthetic": SYNTHETIC, "pair": [bt.source_lang, bt.target_lang], "backtranslation": json.loads(summary)}
+        extra = {"synthetic": SYNTHETIC, "pair": [bt.source_lang, bt.target_lang], "backtranslation": json.loads(summary),
+                 "backtranslation_key": key}
     return finish(root, stage, parts, upstream, extra)
 
 
@@ -125,7 +129,9 @@ def tokenizer(root: str, cfg: TokenizerConfig, corpus: StageRef) -> StageRef:
         key = kept.key if kept else content_key("tokenizer", TOKENIZER_VERSION, config, corpus.key)
     upstream = [f"sha256:{file_sha256(cfg.path)}"] if cfg.path else [corpus.key]
     bind(stages.tokenizer, root)(root, key, cfg, str(corpus.path), upstream)
-    return StageRef(root, "tokenizer", key)
+    ref = StageRef(root, "tokenizer", key)
+    point(ref)
+    return ref
 
 
 @flow(name="data", persist_result=True, result_serializer="json")

@@ -17,8 +17,9 @@ from prefect import flow, get_run_logger
 
 from flows.data import DEFAULT_DATA_ROOT
 from llmcore.config import FinetuneTaskConfig
+from llmcore.housekeeping import point
 from llmcore.manifest import file_sha256
-from llmcore.stage import content_key, key_config
+from llmcore.stage import StageRef, content_key, key_config
 from tasks.common import bind
 from tasks.finetune import VERSION, finetune_task
 
@@ -63,6 +64,8 @@ def finetune_flow(tasks: list[FinetuneTaskConfig], pretrain_manifest: str | None
         key = content_key("finetune", VERSION, key_config(cfg), upstream)
         start = init_dir if cfg.init == "pretrained" else None
         path = bind(finetune_task, root)(root, "finetune", key, cfg.name, cfg, start, synthetic, upstream)
+        point(StageRef(root, "finetune", key))
+        point(StageRef(root, "finetune", key), cfg.name)  # finetune/<task name>: the task's latest model
         manifest = _manifest(path)
         logger.info("%s: %s (validation %s)", cfg.name, Path(path).parent / manifest["model"],
                     {k: round(v, 3) for k, v in manifest["validation"].items() if isinstance(v, float)})

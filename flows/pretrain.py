@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger
 from flows.data import DEFAULT_DATA_ROOT
 from llmcore.config import PretrainConfig
 from llmcore.data.tokens import split_totals
+from llmcore.housekeeping import point
 from llmcore.stage import StageRef, content_key, key_config, latest
 from llmcore.train.pretrain import PretrainJob
 from tasks import stages
@@ -62,18 +63,20 @@ def pretrain_flow(config: PretrainConfig, tokens_manifest: str, data_root: str =
         new = [(name, key) for name, key in _parts(manifest) if key not in set(base["corpus"]["parts"])]
         if not new or config.on_new_data == "skip":
             logger.info("pretrain: keeping %s (%d new token parts; on_new_data: %s)", base_ref.path, len(new), config.on_new_data)
+            point(base_ref)
             return str(base_ref.manifest_path)
         key = content_key("pretrain", VERSION, settings, "continue", base["key"], [k for _, k in new])
         run_dir = str(StageRef(root, "pretrain", key).path)
         job, delta = continued(config, base, new, tokens, run_dir)
         logger.info("pretrain: continuing %s over %d new token parts (%s), %d steps", base_ref.path, len(new), delta.path,
                     job.config.train.max_steps)
-        corpus["continued_from"] = base["key"]
+        corpus |= {"continued_from": base["key"], "trained_on": delta.key}
     else:
         key = content_key("pretrain", VERSION, settings, manifest["key"])
         tokenizer_dir = str(StageRef(root, "tokenizer", tokenizer).path)
         job = PretrainJob(str(tokens.path), tokenizer_dir, str(StageRef(root, "pretrain", key).path), config)
     path = bind(pretrain_task, root)(root, "pretrain", key, job, settings, corpus)
+    point(StageRef.of(path))
     done = StageRef.of(path).manifest()
     logger.info("model: %s (best: %s)", StageRef.of(path).path / done["checkpoint"], done["best"])
     return path

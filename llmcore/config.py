@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, Sequence, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from llmcore.stage import OUTPUT_ONLY, POLICY
+
 
 class Section(BaseModel):
     # hide_input_in_errors: an error about a refused secret must not print the secret
@@ -49,9 +51,10 @@ class SourceConfig(Section):
                                            "no token in it: name it with token_env or token_secret")
     hf_split: str = "train"
     # A config is hashed into stage keys, dumped into manifests and stored as flow-run parameters: secrets go by name.
-    token_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+    token_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", json_schema_extra=OUTPUT_ONLY,
                                   description="hf_load's HF token: the environment variable holding it where the run runs")
-    token_secret: str | None = Field(None, pattern=r"^[a-z0-9-]+$", description="hf_load's HF token: the Prefect Secret block holding it")
+    token_secret: str | None = Field(None, pattern=r"^[a-z0-9-]+$", json_schema_extra=OUTPUT_ONLY,
+                                     description="hf_load's HF token: the Prefect Secret block holding it")
 
     @field_validator("hf_load")
     @classmethod
@@ -122,8 +125,91 @@ class PiiConfig(Section):
     phones: bool = False
 
 
+class NamedFilterConfig(Section):
+    """A published quality filter: off unless enabled, for the languages its definition is for."""
+
+    enabled: bool = Field(False, description="run this filter in the clean stage (off by default)")
+    languages: list[str] = Field(
+        ["en"], description="the languages it judges, by a clean-time guess from function words of en de fr es it pt nl "
+        "(mainly non-Latin script: another language); a document with no evident language is judged too; [] = every document"
+    )
+
+
+class GopherQualityConfig(NamedFilterConfig):
+    """Gopher quality rules (Rae et al. 2021, appendix A), datatrove's GopherQualityFilter; null turns a rule off."""
+
+    min_doc_words: int | None = Field(50, ge=0, description="fewer words (not counting punctuation-only ones): gopher_short_doc")
+    max_doc_words: int | None = Field(100_000, ge=0, description="more words: gopher_long_doc")
+    min_avg_word_length: float | None = Field(3, ge=0, description="lower mean word length: gopher_below_avg_threshold")
+    max_avg_word_length: float | None = Field(10, ge=0, description="higher mean word length: gopher_above_avg_threshold")
+    max_symbol_word_ratio: float | None = Field(
+        0.1, ge=0, description="more '#', or more ellipses, per word: gopher_too_many_hashes / gopher_too_many_ellipsis"
+    )
+    max_bullet_lines_ratio: float | None = Field(
+        0.9, ge=0, le=1, description="larger share of lines starting with '•' or '-': gopher_too_many_bullets"
+    )
+    max_ellipsis_lines_ratio: float | None = Field(
+        0.3, ge=0, le=1, description="larger share of lines ending in '...' or '…': gopher_too_many_end_ellipsis"
+    )
+    min_alpha_words_ratio: float | None = Field(
+        0.8, ge=0, le=1, description="smaller share of words with a letter: gopher_below_alpha_threshold"
+    )
+    min_stop_words: int | None = Field(2, ge=0, description="fewer distinct stop words present: gopher_too_few_stop_words")
+    stop_words: list[str] = Field(["the", "be", "to", "of", "and", "that", "have", "with"],
+                                  description="the stop words (Gopher's English ones; case-sensitive, as in datatrove)")
+
+
+class GopherRepetitionConfig(NamedFilterConfig):
+    """Gopher repetition rules (Rae et al. 2021, table A1), datatrove's GopherRepetitionFilter; null turns a rule off."""
+
+    dup_para_frac: float | None = Field(0.3, ge=0, le=1, description="share of paragraphs repeating an earlier one: "
+                                        "gopher_dup_para_frac")
+    dup_para_char_frac: float | None = Field(0.2, ge=0, le=1, description="share of characters in repeated paragraphs: "
+                                             "gopher_dup_para_char_frac")
+    dup_line_frac: float | None = Field(0.3, ge=0, le=1, description="share of lines repeating an earlier one: "
+                                        "gopher_dup_line_frac")
+    dup_line_char_frac: float | None = Field(0.2, ge=0, le=1, description="share of characters in repeated lines: "
+                                             "gopher_dup_line_char_frac")
+    top_n_grams: dict[int, float] = Field({2: 0.2, 3: 0.18, 4: 0.16}, description="n -> most the most frequent word "
+                                          "n-gram may cover, as a share of characters: gopher_top_<n>_gram")
+    dup_n_grams: dict[int, float] = Field(
+        {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
+        description="n -> most the repeated word n-grams may cover, as a share of characters: gopher_duplicated_<n>_n_grams",
+    )
+
+
+class C4Config(NamedFilterConfig):
+    """C4's rules (Raffel et al. 2020, section 2.2), datatrove's C4QualityFilter: lines go, then maybe the page."""
+
+    filter_no_terminal_punct: bool = Field(True, description="drop lines not ending in . ? ! \" ' (or ending in ...)")
+    min_words_per_line: int | None = Field(3, ge=0, description="drop lines with fewer words")
+    max_word_length: int | None = Field(1000, ge=0, description="drop lines with a longer word")
+    remove_citations: bool = Field(True, description="remove [1], [edit], [citation needed] from lines")
+    filter_javascript: bool = Field(True, description="drop lines mentioning javascript")
+    filter_policy: bool = Field(True, description="drop lines mentioning terms of use, privacy / cookie policy, cookies")
+    filter_lorem_ipsum: bool = Field(True, description="a kept line with 'lorem ipsum': c4_lorem_ipsum")
+    filter_curly_bracket: bool = Field(True, description="a kept line with '{': c4_curly_bracket")
+    min_num_sentences: int | None = Field(5, ge=0, description="fewer sentences in the kept lines: c4_too_few_sentences")
+    remove_lines: bool = Field(True, description="a kept document keeps only the lines C4 keeps (as C4 and datatrove "
+                               "do); false: the filter only drops documents")
+
+
+class FineWebConfig(NamedFilterConfig):
+    """FineWeb's own rules (Penedo et al. 2024), datatrove's FineWebQualityFilter."""
+
+    line_punct_thr: float = Field(0.12, ge=0, le=1, description="smaller share of lines ending in punctuation: "
+                                  "fineweb_line_punct_ratio")
+    line_punct_exclude_zero: bool = Field(False, description="a document with no such line at all passes that rule")
+    short_line_length: int = Field(30, ge=0, description="a line of at most this many characters is short")
+    short_line_thr: float = Field(0.67, ge=0, le=1, description="larger share of short lines: fineweb_short_line_ratio")
+    char_duplicates_ratio: float = Field(0.01, ge=0, le=1, description="larger share of characters in repeated lines: "
+                                         "fineweb_char_dup_ratio")
+    new_line_ratio: float = Field(0.3, ge=0, description="more newlines per word: fineweb_list_ratio")
+
+
 class CleanConfig(Section):
-    """Normalisation, then quality filters in the Gopher / C4 tradition."""
+    """Normalisation, then quality filters in the Gopher / C4 tradition, then the published Gopher, C4 and FineWeb
+    filters by name (each off unless enabled; llmcore/data/quality.py)."""
 
     strip_html: bool = False
     min_chars: int = Field(50, ge=0)
@@ -133,6 +219,10 @@ class CleanConfig(Section):
     max_mean_word_len: float = Field(15.0, gt=0)
     max_symbol_ratio: Fraction = Field(0.3, description="share of characters that are neither letters, digits nor space")
     max_dup_line_frac: Fraction = Field(0.3, description="share of lines that repeat an earlier line")
+    gopher_repetition: GopherRepetitionConfig = GopherRepetitionConfig()
+    gopher_quality: GopherQualityConfig = GopherQualityConfig()
+    c4: C4Config = C4Config()
+    fineweb: FineWebConfig = FineWebConfig()
     pii: PiiConfig = PiiConfig()
 
     @model_validator(mode="after")
@@ -149,7 +239,7 @@ class LanguageConfig(Section):
     min_prob: Fraction = Field(0.8, description="drop documents whose top language is less likely than this")
     prefix_chars: int = Field(1000, gt=0, description="classify only this many leading characters")
     seed: int = 0
-    workers: int = Field(0, ge=0, description="processes classifying in parallel; 0 = one per CPU core")
+    workers: int = Field(0, ge=0, json_schema_extra=OUTPUT_ONLY, description="processes classifying in parallel; 0 = one per CPU core")
 
     @field_validator("allowed")
     @classmethod
@@ -166,7 +256,8 @@ class LanguageConfig(Section):
 
 
 class DedupConfig(Section):
-    """Exact duplicates (normalized text), then near duplicates: MinHash + LSH, union-find clusters."""
+    """Exact duplicates (normalized text), then near duplicates: MinHash + LSH candidates, kept greedily in keep
+    order (a document goes when an earlier kept one is its copy or verified near copy)."""
 
     ngram: int = Field(5, gt=0, description="words per shingle")
     num_perm: int = Field(256, ge=8, le=1024, description="MinHash permutations; 256 estimates Jaccard within ~0.02")
@@ -175,9 +266,10 @@ class DedupConfig(Section):
     recall_weight: Fraction = Field(
         0.9, description="weight of missed pairs against spurious candidates when choosing LSH bands and rows"
     )
-    verify: bool = Field(True, description="check candidate pairs by estimated Jaccard and split chained clusters")
+    verify: bool = Field(True, description="check candidate pairs by estimated Jaccard (off: every LSH candidate is a duplicate)")
     keep: Literal["first", "longest"] = Field("first", description="representative: first in corpus order, or longest text")
-    sort_memory_mb: int = Field(256, gt=0, description="memory for sorting bucket and hash records; more spills to disk")
+    sort_memory_mb: int = Field(256, gt=0, json_schema_extra=OUTPUT_ONLY,
+                                description="memory for sorting bucket and hash records; more spills to disk")
 
 
 class TokenizerConfig(Section):
@@ -191,6 +283,9 @@ class TokenizerConfig(Section):
     sample_docs: int = Field(20_000, gt=0, description="documents drawn (seeded, without replacement) to train on")
     seed: int = 0
     path: str | None = Field(None, description="an existing tokenizer.json to use instead of training one")
+    refit: bool = Field(False, json_schema_extra=POLICY,
+                        description="false: a grown corpus keeps the tokenizer this data root trained with these settings "
+                                    "(old token shards stay valid); true: train a new one on the current corpus")
 
 
 class TokenizeConfig(Section):
@@ -203,9 +298,9 @@ class TokenizeConfig(Section):
 class RunnerConfig(Section):
     """How per-shard tasks are spread: threads in-process, or an existing / local Dask cluster."""
 
-    kind: Literal["threads", "dask"] = "threads"
-    workers: int = Field(2, gt=0)
-    dask_address: str | None = Field(None, description="scheduler address; None starts a LocalCluster")
+    kind: Literal["threads", "dask"] = Field("threads", json_schema_extra=OUTPUT_ONLY)
+    workers: int = Field(2, gt=0, json_schema_extra=OUTPUT_ONLY)
+    dask_address: str | None = Field(None, json_schema_extra=OUTPUT_ONLY, description="scheduler address; None starts a LocalCluster")
 
 
 class DataConfig(Section):
@@ -258,8 +353,8 @@ class DistributedConfig(Section):
 
     nproc_per_node: int = Field(1, ge=1, description="processes on this node (one per GPU)")
     nnodes: int = Field(1, ge=1)
-    node_rank: int = Field(0, ge=0)
-    rdzv_endpoint: str = Field("127.0.0.1:29500", description="host:port of node 0, reachable by every node")
+    node_rank: int = Field(0, ge=0, json_schema_extra=OUTPUT_ONLY)
+    rdzv_endpoint: str = Field("127.0.0.1:29500", json_schema_extra=OUTPUT_ONLY, description="host:port of node 0, reachable by every node")
     strategy: Literal["ddp", "fsdp"] = Field("ddp", description="fsdp: FSDP2 fully_shard of every layer")
     backend: Literal["auto", "nccl", "gloo"] = Field("auto", description="auto: nccl on GPUs, gloo on CPUs")
 
@@ -294,13 +389,14 @@ class TrainConfig(Section):
     eval_every: int = Field(50, gt=0, description="steps between evaluations on the validation split")
     eval_batches: int = Field(10, gt=0, description="validation batches per evaluation (per process)")
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
-    checkpoint_every: int = Field(50, gt=0)
-    keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept (the best one is kept too)")
+    checkpoint_every: int = Field(50, gt=0, json_schema_extra=OUTPUT_ONLY, description="steps between checkpoints (where a retry resumes)")
+    keep_checkpoints: int = Field(2, ge=1, json_schema_extra=OUTPUT_ONLY, description="newest checkpoints kept (the best one is kept too)")
     save_best: bool = Field(True, description="checkpoint every evaluation that improves the early-stopping metric")
-    log_every: int = Field(10, gt=0)
+    log_every: int = Field(10, gt=0, json_schema_extra=OUTPUT_ONLY)
     seed: int = 0
     deterministic: bool = Field(False, description="deterministic kernels (bit-identical resume on CPU)")
-    peak_tflops: float | None = Field(None, gt=0.0, description="per-device peak for MFU; default: known GPUs, estimated CPUs")
+    peak_tflops: float | None = Field(None, gt=0.0, json_schema_extra=OUTPUT_ONLY,
+                                      description="per-device peak for MFU; default: known GPUs, estimated CPUs")
     distributed: DistributedConfig = DistributedConfig()
 
 
@@ -310,6 +406,12 @@ class PretrainConfig(Section):
     block_size: int = Field(128, ge=8, description="tokens per example (t5: encoder tokens)")
     objective: Literal["auto", "clm", "mlm", "nsp", "span"] = Field(
         "auto", description="auto: clm for gpt, nsp (MLM + NSP) for bert, span corruption for t5"
+    )
+    on_new_data: Literal["continue", "restart", "skip"] = Field(
+        "continue", json_schema_extra=POLICY,
+        description="when the corpus grew since this data root's last model with these settings: continue it over the new "
+                    "token shards only (steps in proportion to their tokens), restart from scratch on the whole corpus, "
+                    "or skip (keep that model)",
     )
 
     @model_validator(mode="after")
@@ -446,12 +548,89 @@ class EvaluateConfig(Section):
     examples_shown: int = Field(5, ge=0, description="example outputs per task in the markdown artifact")
 
 
+class KDConfig(Section):
+    """How a student learns from its teacher (llmcore/distill/losses.py)."""
+
+    temperature: float = Field(2.0, gt=0.0, description="softens both distributions; the soft term is scaled by T^2")
+    alpha: Fraction = Field(0.5, description="weight of the soft (teacher) term; 1 - alpha on the labels; 0: no teacher")
+    hidden_weight: float = Field(0.0, ge=0.0, description="weight of a hidden-state loss on mapped layers (same d_model only)")
+    hidden_loss: Literal["cosine", "mse"] = "cosine"
+    sequence: bool = Field(False, description="sequence-level KD (Kim & Rush 2016): train on the teacher's beam outputs "
+                           "over the training sources instead of the references")
+    sequence_generation: GenerationConfig = Field(GenerationConfig(num_beams=4, no_repeat_ngram_size=3),
+                                                  description="how the teacher decodes the training sources")
+
+
+class StudentConfig(Section):
+    """One student: the teacher's architecture, fewer layers and/or narrower; unset fields keep the teacher's."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="names the student's run and its row in the tables")
+    n_layers: int | None = Field(None, gt=0, description="layers (the encoder's in t5)")
+    n_decoder_layers: int | None = Field(None, gt=0, description="t5 decoder layers")
+    d_model: int | None = Field(None, gt=0)
+    n_heads: int | None = Field(None, gt=0)
+    d_ff: int | None = Field(None, gt=0, description="default: the teacher's d_ff / d_model ratio")
+    init: Literal["teacher", "fresh"] = Field("teacher", description="teacher: its embeddings and every k-th layer "
+                                              "(same width only); fresh: random")
+    dropout: float | None = Field(None, ge=0.0, lt=1.0, description="null: the teacher's")
+    kd: KDConfig = KDConfig()
+    train: TrainConfig = TrainConfig(max_steps=2000, lr=3e-3, warmup_steps=30, eval_every=400, checkpoint_every=400)
+
+
+class PruneConfig(Section):
+    """Magnitude pruning of the linear layers' weights (global threshold), then fine-tuning with the zeros held."""
+
+    sparsity: Fraction = Field(0.5, description="share of the linear layers' weights set to zero")
+    recovery: TrainConfig | None = Field(TrainConfig(max_steps=400, lr=1e-3, warmup_steps=20, eval_every=200,
+                                                     checkpoint_every=200),
+                                         description="fine-tuning after pruning (distilled from the unpruned model); null: none")
+    kd: KDConfig = KDConfig()
+
+
+class CompressConfig(Section):
+    """Compressed copies of the teacher and the students (llmcore/distill/compress.py)."""
+
+    models: list[str] = Field(["teacher"], description="what to compress: teacher and/or student names")
+    int8: bool = Field(True, description="dynamic int8 quantization of the linear layers (and int8 embeddings): CPU inference")
+    half: list[Literal["bf16", "fp16"]] = Field(["bf16"], description="weights exported in these dtypes")
+    prune: PruneConfig | None = None
+
+
+class SpeedConfig(Section):
+    """How CPU generation speed is measured for the side-by-side table: the same examples, batch and decoding for all."""
+
+    examples: int = Field(64, gt=0, description="test examples decoded (the first by id)")
+    threads: int = Field(0, ge=0, description="torch threads; 0: torch's default")
+    repeats: int = Field(1, ge=1, description="timed passes per model; the fastest counts")
+
+
+class DistillConfig(Section):
+    """Distillation and compression of one fine-tuned model (flows/distill.py), scored side by side by evaluate."""
+
+    task: str = Field(description="the finetune task whose examples the students train on and are scored on")
+    teacher: str | None = Field(None, description="a fine-tuned model directory; null: that task's fine-tuned model")
+    students: list[StudentConfig] = []
+    compress: CompressConfig = CompressConfig()
+    speed: SpeedConfig = SpeedConfig()
+
+    @model_validator(mode="after")
+    def _check_names(self) -> DistillConfig:
+        names = [s.name for s in self.students]
+        if len(set(names)) != len(names) or "teacher" in names:
+            raise ValueError(f"student names {names} must be distinct and not 'teacher'")
+        unknown = [m for m in self.compress.models if m != "teacher" and m not in names]
+        if unknown:
+            raise ValueError(f"compress.models {unknown} name no student; use teacher or one of {names}")
+        return self
+
+
 class PipelineConfig(Section):
     name: str = "llmpipe"
     data: DataConfig
     pretrain: PretrainConfig = PretrainConfig()
     finetune: list[FinetuneTaskConfig] = Field([], description="downstream tasks, each fine-tuned from the pretrained model")
     evaluate: EvaluateConfig = EvaluateConfig()
+    distill: DistillConfig | None = Field(None, description="students and compressed models of a fine-tuned one")
 
     @model_validator(mode="after")
     def _check_families(self) -> PipelineConfig:

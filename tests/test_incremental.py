@@ -12,9 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from flow_helpers import task_runs
+from flows.cli import main
 from flows.data import data_flow
 from flows.pretrain import pretrain_flow
 from llmcore.config import DataConfig, IngestConfig, LanguageConfig, PretrainConfig, SourceConfig, TokenizerConfig, TrainConfig
+from llmcore.housekeeping import collect, names
 from llmcore.stage import StageRef, runtime_fields
 from token_helpers import SAMPLE
 
@@ -171,3 +173,18 @@ def test_pretraining_continues_over_new_shards(grown, tmp_path):
     restart = tiny.model_copy(update={"on_new_data": "restart"})
     fresh = StageRef.of(pretrain_flow(restart, grown["second"][-1], root)).manifest()
     assert "continued_from" not in fresh["corpus"] and fresh["summary"]["step"] == tiny.train.max_steps
+
+
+def test_gc_removes_what_no_latest_run_reaches(grown, capsys):
+    root = grown["root"]
+    old_ingest = StageRef.of(grown["first"][0]).path  # the three-file run's stage directory, replaced since
+    assert main(["gc", "--data-root", str(root)]) == 0  # a dry run
+    listed = capsys.readouterr().out
+    assert str(old_ingest.relative_to(root)) in listed and old_ingest.exists()
+    garbage = collect(root)
+    latest = {p for p in names(root).values()}
+    assert old_ingest in garbage.paths and not latest & set(garbage.paths)
+    assert main(["gc", "--data-root", str(root), "--delete"]) == 0
+    assert not old_ingest.exists() and all(p.exists() for p in latest)
+    _, states = run(config(grown["inputs"]), root)  # nothing the latest run needs was removed
+    assert {name: s for name, s in states.items() if s != "Cached"} == {}

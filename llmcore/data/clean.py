@@ -1,4 +1,4 @@
-"""Text normalisation, quality heuristics (Gopher / C4 tradition) and PII masking."""
+"""Text normalisation, quality heuristics (Gopher / C4 tradition), the named filters of quality.py, PII masking."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import re
 import unicodedata
 
 from llmcore.config import CleanConfig, PiiConfig
+from llmcore.data import quality
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
 _SPACES = re.compile(r"[^\S\n]+")
@@ -54,7 +55,7 @@ def quality_problem(text: str, cfg: CleanConfig) -> tuple[str, str] | None:
         dup_frac = 1 - len(set(lines)) / len(lines)
         if dup_frac > cfg.max_dup_line_frac:
             return "duplicate_lines", f"{dup_frac:.2f} of lines repeat > {cfg.max_dup_line_frac}"
-    return None
+    return quality.named_problem(text, cfg)
 
 
 def _mask_phone(match: re.Match) -> str:
@@ -76,4 +77,8 @@ def clean_document(text: str, cfg: CleanConfig) -> tuple[str, tuple[str, str] | 
     """The cleaned text, and why it fails quality (None when it is kept)."""
     text = normalize(text, cfg.strip_html)
     problem = quality_problem(text, cfg)
-    return (mask_pii(text, cfg.pii) if problem is None else text), problem
+    if problem is not None:
+        return text, problem
+    if cfg.c4.enabled and cfg.c4.remove_lines and quality.judged(cfg.c4, quality.guess_language(text)):
+        text = "\n".join(quality.c4_lines(text, cfg.c4)[0])
+    return mask_pii(text, cfg.pii), None
