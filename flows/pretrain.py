@@ -59,22 +59,20 @@ def pretrain_flow(config: PretrainConfig, tokens_manifest: str, data_root: str =
     corpus = {"key": manifest["key"], "parts": [key for _, key in _parts(manifest)], "tokenizer": tokenizer}
     base_ref = latest(root, "pretrain", {"config": settings}) if config.on_new_data != "restart" else None
     base = base_ref.manifest() if base_ref else None
+    tokenizer_dir = str(StageRef(root, "tokenizer", tokenizer).path)
+    key = content_key("pretrain", VERSION, settings, manifest["key"])
+    job = PretrainJob(str(tokens.path), tokenizer_dir, str(StageRef(root, "pretrain", key).path), config)
     if base and base["corpus"]["tokenizer"] == tokenizer and set(base["corpus"]["parts"]) <= set(corpus["parts"]):
-        new = [(name, key) for name, key in _parts(manifest) if key not in set(base["corpus"]["parts"])]
-        if not new or config.on_new_data == "skip":
-            logger.info("pretrain: keeping %s (%d new token parts; on_new_data: %s)", base_ref.path, len(new), config.on_new_data)
-            point(base_ref)
-            return str(base_ref.manifest_path)
-        key = content_key("pretrain", VERSION, settings, "continue", base["key"], [k for _, k in new])
-        run_dir = str(StageRef(root, "pretrain", key).path)
-        job, delta = continued(config, base, new, tokens, run_dir)
-        logger.info("pretrain: continuing %s over %d new token parts (%s), %d steps", base_ref.path, len(new), delta.path,
-                    job.config.train.max_steps)
-        corpus |= {"continued_from": base["key"], "trained_on": delta.key}
-    else:
-        key = content_key("pretrain", VERSION, settings, manifest["key"])
-        tokenizer_dir = str(StageRef(root, "tokenizer", tokenizer).path)
-        job = PretrainJob(str(tokens.path), tokenizer_dir, str(StageRef(root, "pretrain", key).path), config)
+        new = [(name, k) for name, k in _parts(manifest) if k not in set(base["corpus"]["parts"])]
+        if not new or config.on_new_data == "skip":  # the model of this corpus, or the one it keeps: Cached
+            logger.info("pretrain: %s (%d new token parts; on_new_data: %s)", base_ref.path, len(new), config.on_new_data)
+            key, corpus = base["key"], base["corpus"]
+        else:
+            key = content_key("pretrain", VERSION, settings, "continue", base["key"], [k for _, k in new])
+            job, delta = continued(config, base, new, tokens, str(StageRef(root, "pretrain", key).path))
+            logger.info("pretrain: continuing %s over %d new token parts (%s), %d steps", base_ref.path, len(new),
+                        delta.path, job.config.train.max_steps)
+            corpus |= {"continued_from": base["key"], "trained_on": delta.key}
     path = bind(pretrain_task, root)(root, "pretrain", key, job, settings, corpus)
     point(StageRef.of(path))
     done = StageRef.of(path).manifest()

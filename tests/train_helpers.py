@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from llmcore.config import PretrainConfig
-from llmcore.manifest import MANIFEST, atomic_write_json, read_manifest
+from llmcore.manifest import MANIFEST, read_manifest
 from llmcore.train.pretrain import PretrainJob
 from token_helpers import sample_texts, token_stage
 
@@ -24,11 +24,7 @@ _STAGES: dict[str, Path] = {}
 def stage(root: Path, family: str) -> Path:
     """The tokenize stage directory of `family` (tokenizer beside it in root/tokenizer/<family>)."""
     if family not in _STAGES:
-        tokens = token_stage(root / family, sample_texts(40), family, sample_docs=200)
-        manifest = read_manifest(tokens)
-        manifest["tokenizer"]["key"] = family  # as the data flow records it: <data_root>/tokenizer/<key>
-        atomic_write_json(tokens / MANIFEST, manifest)
-        _STAGES[family] = tokens
+        _STAGES[family] = token_stage(root / family, sample_texts(40), family, sample_docs=200)
     return _STAGES[family]
 
 
@@ -37,7 +33,7 @@ def data_root(tmp: Path, family: str = "gpt") -> tuple[Path, Path]:
     tokens = stage(tmp / "stages", family)
     root = tmp / "data"
     shutil.copytree(tokens.parents[1], root)
-    return root, root / "tokenize" / family / MANIFEST
+    return root, root / tokens.relative_to(tokens.parents[1]) / MANIFEST
 
 
 def tiny(family: str = "gpt", **train) -> PretrainConfig:
@@ -52,7 +48,8 @@ def tiny(family: str = "gpt", **train) -> PretrainConfig:
 
 
 def job(tokens: Path, run_dir: Path, cfg: PretrainConfig) -> PretrainJob:
-    return PretrainJob(str(tokens), str(tokens.parents[1] / "tokenizer" / tokens.name), str(run_dir), cfg)
+    tokenizer = read_manifest(tokens)["tokenizer"]["key"]  # as the data flow records it: <data_root>/tokenizer/<key>
+    return PretrainJob(str(tokens), str(tokens.parents[1] / "tokenizer" / tokenizer), str(run_dir), cfg)
 
 
 def events(run_dir: Path, kind: str) -> list[dict]:
