@@ -1,11 +1,12 @@
-"""The `llmpipe` command: run the pipeline, validate a config, retry a failed flow run, serve the deployments, export a model."""
+"""The `llmpipe` command: run the pipeline, validate a config, retry a failed flow run, serve the deployments, export a
+model, show a data root's status, collect its garbage."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+import time
 from pathlib import Path
 
 # Offline machines: no telemetry calls out of the embedded server (must precede the prefect import).
@@ -19,28 +20,69 @@ from llmcore.config import ConfigError, load_config  # noqa: E402
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 
+def _quiet_task_endings() -> None:
+    """Prefect's one line per finished task ("Finished in state Cached()", hundreds per run) stays in the UI and
+    leaves the terminal, where failures and the summary are what a person reads."""
+    import logging
+
+    from prefect.logging.configuration import setup_logging
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    setup_logging()
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler):
+            handler.addFilter(lambda r: not (r.name == "prefect.task_runs" and r.getMessage().startswith("Finished in state")
+                                             and r.levelno < logging.WARNING))
+
+
+def _stages(args: argparse.Namespace) -> list[str]:
+    from flows.pipeline import FLOWS
+
+    if args.only:
+        return [args.only]
+    start = FLOWS.index(args.start) if args.start else 0
+    end = FLOWS.index(args.until) + 1 if args.until else len(FLOWS)
+    if start >= end:
+        raise ConfigError(f"--from {args.start} comes after --until {args.until}: nothing to run")
+    return list(FLOWS[start:end])
+
+
 def _run(args: argparse.Namespace) -> int:
+    from prefect import tags
+
     from flows.data import DEFAULT_DATA_ROOT
     from flows.pipeline import pipeline_flow
-    from llmcore.report import format_table, funnel
+    from flows.summary import print_summary
+    from llmcore.report import format_table
     from tasks.common import cache_refreshed
     from tasks.results import DataRootResults
 
     config = load_config(args.config)
     root = os.path.abspath(args.data_root or DEFAULT_DATA_ROOT)
-    with cache_refreshed(args.refresh_cache):
-        result = pipeline_flow.with_options(result_storage=DataRootResults.of(root))(config, root)
-    manifests = [json.loads(Path(p).read_text()) for p in result["data"]]
-    print("\nData funnel\n" + format_table(funnel(manifests)))
-    print(f"\nCorpus: {Path(result['data'][-1]).parent}")
-    print(f"Pretrained model: {Path(result['pretrain'][0]).parent}")
-    if "evaluate" in result:
-        from flows.evaluate import table_rows
+    stages = _stages(args)
+    if args.dry_run:
+        from flows.plan import dry_run
 
-        evaluation = json.loads(Path(result["evaluate"][0]).read_text())
-        print("\nEvaluation on held-out test examples (model beside its trivial baseline)\n"
-              + format_table(table_rows(evaluation["tasks"])))
-        print(f"\nResults: {result['evaluate'][0]}")
+        print(f"{args.config} on {root}: what a run would do (data stages; training stages run when their input is new)")
+        print(format_table(dry_run(config, root)))
+        return 0
+    name = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    _quiet_task_endings()
+    start = time.monotonic()
+    state = None
+    try:
+        with cache_refreshed(args.refresh_cache), tags("llmpipe", f"config:{config.name}", f"root:{root}"):
+            state = pipeline_flow.with_options(result_storage=DataRootResults.of(root), flow_run_name=name)(
+                config, root, stages, return_state=True)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished parts and stages are kept. Resume with: llmpipe run {args.config} --data-root {root}"
+              " (finished stages come back Cached)", file=sys.stderr)
+        return 130
+    if not state.is_completed():
+        print(f"\nthe run failed: {state.message}\nfix the cause, then: llmpipe retry {state.state_details.flow_run_id} "
+              "(finished stages come back Cached)", file=sys.stderr)
+        return 1
+    print_summary(state, root, time.monotonic() - start)
     return 0
 
 
@@ -76,6 +118,39 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    from flows.data import DEFAULT_DATA_ROOT
+    from llmcore.status import report
+
+    root = Path(args.data_root or DEFAULT_DATA_ROOT)
+    if not root.is_dir():
+        print(f"{root.resolve()}: no such data root", file=sys.stderr)
+        return 2
+    print(report(root))
+    return 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from flows.data import DEFAULT_DATA_ROOT
+    from llmcore.housekeeping import collect, delete, names
+
+    root = Path(args.data_root or DEFAULT_DATA_ROOT).resolve()
+    if not root.is_dir():
+        print(f"{root}: no such data root", file=sys.stderr)
+        return 2
+    garbage = collect(root)
+    for path in garbage.paths:
+        print(f"  {path.relative_to(root)}")
+    print(f"{len(garbage.paths)} unreachable entries and {len(garbage.results)} Prefect result records, "
+          f"{garbage.bytes / 2**20:.1f} MiB; kept: {garbage.kept} entries reached from {', '.join(sorted(names(root))) or 'no name'}")
+    if args.delete:
+        delete(garbage)
+        print("deleted")
+    elif garbage.paths:
+        print("a dry run: add --delete to remove them")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmpipe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG))
     run.add_argument("--data-root", help="where stage directories go (default ./llmpipe-data)")
     run.add_argument("--refresh-cache", action="store_true", help="ignore Prefect's cache (stages on disk are still reused)")
+    flows = ["data", "pretrain", "finetune", "distill", "evaluate"]
+    which = run.add_mutually_exclusive_group()
+    which.add_argument("--only", choices=flows, help="run this stage alone, on the latest outputs of the ones before it")
+    which.add_argument("--from", dest="start", choices=flows, help="run from this stage on (the ones before: their latest outputs)")
+    run.add_argument("--until", choices=flows, help="stop after this stage")
+    run.add_argument("--dry-run", action="store_true", help="show which data stages (and parts) would run or come back Cached")
+    run.add_argument("--quiet", action="store_true", help="warnings and the final summary only")
+    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Prefect's log level in the terminal")
     run.set_defaults(func=_run)
     validate = sub.add_parser("validate", help="check a config file and print every problem with its location")
     validate.add_argument("config")
@@ -100,7 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("model_dir", metavar="DIR", help="a checkpoint, a fine-tuned model, or the pretrain / finetune stage holding it")
     export.add_argument("--to", required=True, metavar="OUT", help="the new directory (must not exist, or be empty)")
     export.set_defaults(func=_export)
+    status = sub.add_parser("status", help="what a data root holds: latest stages, funnel, models and scores, evaluation")
+    status.add_argument("--data-root", help="the data root (default ./llmpipe-data)")
+    status.set_defaults(func=_status)
+    gc = sub.add_parser("gc", help="list (or --delete) what no latest run reaches: old stage directories, parts, results")
+    gc.add_argument("--data-root", help="the data root (default ./llmpipe-data)")
+    gc.add_argument("--delete", action="store_true", help="remove them (default: a dry run that lists them)")
+    gc.set_defaults(func=_gc)
     args = parser.parse_args(argv)
+    if getattr(args, "quiet", False) or getattr(args, "log_level", None):
+        # read when Prefect is imported, which has not happened yet (flows are imported by the commands)
+        os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING" if args.quiet else args.log_level
     try:
         return args.func(args)
     except ConfigError as exc:

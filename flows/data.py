@@ -25,7 +25,7 @@ from llmcore.data.stage import link
 from llmcore.data.stages import TOKENIZER_VERSION, Augment, Clean, Dedup, DocStage, Ingest, Language, Part, Tokenize
 from llmcore.housekeeping import point
 from llmcore.manifest import file_sha256
-from llmcore.report import format_table, funnel
+from llmcore.report import funnel
 from llmcore.stage import StageRef, content_key, key_config, latest
 from tasks import stages
 from tasks.common import bind
@@ -118,15 +118,18 @@ def augment(runner: TaskRunner, root: str, cfg, upstream: StageRef) -> StageRef:
     return finish(root, stage, parts, upstream, extra)
 
 
-def tokenizer(root: str, cfg: TokenizerConfig, corpus: StageRef) -> StageRef:
-    """The tokenizer: the file at cfg.path adopted; or the one this root already trained with these settings,
+def tokenizer_key(root: str, cfg: TokenizerConfig, corpus: StageRef) -> str:
+    """The tokenizer's key: the file at cfg.path adopted; or the one this root already trained with these settings,
     kept as the corpus grows (its token shards stay valid) unless cfg.refit; or a new one from the corpus."""
     config = key_config(cfg)
     if cfg.path:
-        key = content_key("tokenizer", TOKENIZER_VERSION, config, f"sha256:{file_sha256(cfg.path)}")
-    else:
-        kept = None if cfg.refit else latest(root, "tokenizer", {"config": config, "adopted": None})
-        key = kept.key if kept else content_key("tokenizer", TOKENIZER_VERSION, config, corpus.key)
+        return content_key("tokenizer", TOKENIZER_VERSION, config, f"sha256:{file_sha256(cfg.path)}")
+    kept = None if cfg.refit else latest(root, "tokenizer", {"config": config, "adopted": None})
+    return kept.key if kept else content_key("tokenizer", TOKENIZER_VERSION, config, corpus.key)
+
+
+def tokenizer(root: str, cfg: TokenizerConfig, corpus: StageRef) -> StageRef:
+    key = tokenizer_key(root, cfg, corpus)
     upstream = [f"sha256:{file_sha256(cfg.path)}"] if cfg.path else [corpus.key]
     bind(stages.tokenizer, root)(root, key, cfg, str(corpus.path), upstream)
     ref = StageRef(root, "tokenizer", key)
@@ -150,5 +153,5 @@ def data_flow(config: DataConfig, data_root: str = DEFAULT_DATA_ROOT) -> list[st
     stages_run = [ingested, cleaned, language, deduped, *([corpus] if augmenting else []), tok, tokenized]
     rows = funnel([s.manifest() for s in stages_run])
     create_table_artifact(rows, key="data-funnel", description="Documents in, out, dropped and quarantined per stage")
-    get_run_logger().info("Data funnel\n%s", format_table(rows))
+    get_run_logger().info("data: %d documents in, %d out (the funnel: artifact data-funnel)", rows[0]["rows_in"], rows[-1]["rows_out"])
     return [str(s.manifest_path) for s in stages_run]

@@ -34,6 +34,21 @@ def test_whole_chain_prints_the_evaluation_and_reruns_cached(prefect_server, cor
     assert "Evaluation on held-out test examples" in out and "bleu" in out and "chrf" in out and "perplexity" in out
     results = json.loads(Path(out.split("Results: ")[1].split()[0]).read_text())
     assert [t["name"] for t in results["tasks"]] == ["mt"] and results["tasks"][0]["baseline"]["name"] == "copy_source"
+    # one summary: wall time, what ran, every model's path; Prefect's per-task lines stay out of the terminal
+    assert out.count("Data funnel") == 1 and "Finished in " in out and "came back Cached" in out
+    model = root / "finetune" / "mt" / "model"
+    assert str(model.resolve()) in out and (model / "model.safetensors").exists()
+
+    assert main(["status", "--data-root", str(root)]) == 0
+    status = capsys.readouterr().out
+    assert "tokenize/" in status and "finetune/mt" in status and "bleu" in status and "copy" not in status.split("Evaluation")[0]
+    assert main(["run", str(cfg), "--data-root", str(root), "--dry-run"]) == 0
+    plan = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in plan[3:]] == ["ingest", "clean", "language", "dedup-signature", "dedup-cluster", "dedup",
+                                                      "tokenizer", "tokenize"]
+    assert all(line.split()[-1] == "Cached" for line in plan[3:])
+    assert main(["run", str(cfg), "--data-root", str(root), "--only", "evaluate", "--quiet"]) == 0
+    assert "0 task runs ran" in capsys.readouterr().out  # the evaluation alone, on the latest models: Cached
 
     again = pipeline_flow(load_config(cfg), str(root), return_state=True)
     runs = children(again.state_details.flow_run_id)
