@@ -17,11 +17,12 @@ from prefect import flow, get_run_logger
 
 from flows.data import DEFAULT_DATA_ROOT
 from llmcore.config import FinetuneTaskConfig
+from llmcore.finetune.run import VERSION
 from llmcore.housekeeping import point
 from llmcore.manifest import file_sha256
 from llmcore.stage import StageRef, content_key, key_config
 from tasks.common import bind
-from tasks.finetune import VERSION, finetune_task
+from tasks.finetune import finetune_task
 
 
 def _manifest(path: str | None) -> dict | None:

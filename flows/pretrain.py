@@ -19,10 +19,10 @@ from llmcore.config import PretrainConfig
 from llmcore.data.tokens import split_totals
 from llmcore.housekeeping import point
 from llmcore.stage import StageRef, content_key, key_config, latest
-from llmcore.train.pretrain import PretrainJob
+from llmcore.train.pretrain import VERSION, PretrainJob
 from tasks import stages
 from tasks.common import bind
-from tasks.train import VERSION, pretrain_task
+from tasks.train import pretrain_task
 
 
 def _parts(manifest: dict) -> list[tuple[str, str]]:

@@ -21,7 +21,6 @@ from llmcore.manifest import MANIFEST, atomic_write, atomic_write_json, describe
 from llmcore.stage import StageRef, key_config, write_manifest
 from tasks.common import PERMANENT, STAGE_TASK, maybe_fail, retry_unless
 
-VERSION = 1  # part of the evaluate stage key: bump when evaluation changes what a config produces
 RESULTS, PREDICTIONS = "results.json", "predictions.jsonl"
 
 

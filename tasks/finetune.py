@@ -21,8 +21,6 @@ from llmcore.train.trainer import NonFiniteLoss
 from tasks.common import PERMANENT, STAGE_TASK, maybe_fail, retry_unless
 from tasks.train import Reporter
 
-VERSION = 1  # part of the finetune stage key: bump when fine-tuning changes what a config produces
-
 _worth_retrying = retry_unless(*PERMANENT, TrainConfigError, NonFiniteLoss, FormatError)
 
 

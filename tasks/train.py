@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -22,14 +21,12 @@ from llmcore.data.tokens import TokenShardError
 from llmcore.locks import once
 from llmcore.manifest import MANIFEST, describe_file, relative_paths
 from llmcore.stage import StageRef, write_manifest
-from llmcore.train import checkpoint, pretrain
+from llmcore.train import pretrain
 from llmcore.train.checks import TrainConfigError
-from llmcore.train.distributed import launch_command
 from llmcore.train.metrics_log import CURVE, METRICS, describe, latest_by_step, now, read_events
 from llmcore.train.trainer import NonFiniteLoss
 from tasks.common import PERMANENT, STAGE_TASK, maybe_fail, retry_unless
 
-VERSION = 2  # part of the pretrain stage key: bump when training changes what a config produces (2: documents mixed across shards)
 CRASH_ENV = "LLMPIPE_CRASH_AT_STEP"  # tests: the first attempt dies at this step (a preempted node), the retry resumes
 
 
@@ -100,44 +97,6 @@ class Reporter:
         self.curve_shown = time.monotonic()
 
 
-def train_here(job: pretrain.PretrainJob, reporter: Reporter) -> dict:
-    return pretrain.run(job, callbacks=[reporter])
-
-
-def train_torchrun(job: pretrain.PretrainJob, reporter: Reporter, run_id: str) -> dict:
-    """torchrun on this node, its metrics file followed into the reporter until the workers exit."""
-    pretrain.check(job)  # refuse a bad config here, before starting processes
-    run_dir = Path(job.run_dir)
-    job_file = job.save(run_dir / "job.json")
-    metrics = run_dir / METRICS
-    offset = metrics.stat().st_size if metrics.exists() else 0  # what earlier attempts wrote is already shown
-    command = launch_command(job.config.train.distributed, "llmcore.train.pretrain", str(job_file), run_id=run_id)
-    reporter.logger.info("launching %s", " ".join(command))
-    proc, events = subprocess.Popen(command), []
-    try:
-        while True:
-            exited = proc.poll() is not None
-            new, offset = read_events(metrics, offset)
-            for event in new:
-                reporter(event)
-            events += new
-            if exited:
-                break
-            time.sleep(1.0)
-    finally:
-        if proc.poll() is None:  # the reporter raised (an injected crash): take the workers down with it
-            proc.kill()
-            proc.wait()
-    errors = [e for e in events if e["event"] == "error" and e.get("reason") == "non_finite_loss"]
-    if errors:
-        raise NonFiniteLoss(errors[-1]["message"])
-    ends = [e for e in events if e["event"] == "end"]
-    if proc.returncode != 0 or not ends:
-        raise RuntimeError(f"torchrun exited with code {proc.returncode}; its workers' output is above. A retry resumes "
-                           f"from the latest checkpoint in {checkpoint.root(run_dir)}")
-    return {"step": ends[-1]["step"], **{k: v for k, v in ends[-1].items() if k not in ("event", "step", "time")}}
-
-
 def pretrain_manifest(run_dir: Path, key: str, job: pretrain.PretrainJob, settings: dict, corpus: dict, summary: dict) -> dict:
     """The pretrain stage manifest: the final checkpoint's files (sha256), the best one, the run's summary, and what
     it trained on (`corpus`: the tokenize stage and its parts, the tokenizer, the model it continued from).
@@ -163,7 +122,7 @@ def pretrain_task(data_root: str, stage: str, key: str, job: pretrain.PretrainJo
         def work() -> None:
             reporter = Reporter(run_dir)
             many = job.config.train.distributed.world_size > 1
-            summary = train_torchrun(job, reporter, key) if many else train_here(job, reporter)
+            summary = pretrain.run_torchrun(job, reporter, key) if many else pretrain.run(job, callbacks=[reporter])
             pretrain_manifest(run_dir, key, job, settings, corpus, summary)
 
         once(run_dir / MANIFEST, work)  # an overlapping run waits, then finds the finished model

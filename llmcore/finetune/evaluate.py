@@ -24,6 +24,7 @@ from llmcore.finetune.predict import predict
 from llmcore.finetune.spec import Finetuned, load_finetuned, teacher_forcing
 from llmcore.model import IGNORE
 
+VERSION = 1  # part of the evaluate stage key: bump when evaluation changes what a config produces
 BASELINES = {"translation": "copy_source", "summarization": "lead", "dialogue": "frequent_reply"}
 
 

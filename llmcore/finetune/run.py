@@ -33,6 +33,7 @@ from llmcore.train.trainer import Callback, Trainer
 
 log = logging.getLogger("llmcore.finetune")
 MODEL_DIR = "model"
+VERSION = 1  # part of the finetune stage key: bump when fine-tuning changes what a config produces
 
 # What decoding the validation examples measures, per task; early stopping may use any of these or val_loss.
 TASK_METRICS = {"translation": ("bleu", "chrf"), "summarization": ("rouge1", "rouge2", "rougeL"),

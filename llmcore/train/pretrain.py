@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -25,13 +27,16 @@ from llmcore.model.config import FAMILIES
 from llmcore.model.io import load as load_model
 from llmcore.objectives import make_objective
 from llmcore.tokenizer import CONFIG_FILE, TOKENIZER_FILE
-from llmcore.train import distributed
+from llmcore.train import checkpoint, distributed
 from llmcore.train.checks import TrainConfigError, check_fits
-from llmcore.train.distributed import World
-from llmcore.train.trainer import Callback, Trainer
+from llmcore.train.distributed import World, launch_command
+from llmcore.train.metrics_log import METRICS, read_events
+from llmcore.train.trainer import Callback, NonFiniteLoss, Trainer
 
 log = logging.getLogger("llmcore.train")
 OBJECTIVES = {"gpt": "clm", "bert": "nsp", "t5": "span"}
+# part of the pretrain stage key: bump when training changes what a config produces (2: documents mixed across shards)
+VERSION = 2
 
 
 @dataclass
@@ -139,6 +144,41 @@ def run(job: PretrainJob, callbacks: Iterable[Callback] = (), world: World | Non
     trainer = Trainer(model, t, job.run_dir, train, evaluation, seq_len=job.config.block_size, callbacks=callbacks,
                       files=files, world=world, info={"objective": kind})
     return trainer.fit()
+
+
+def run_torchrun(job: PretrainJob, callback: Callback, run_id: str) -> dict:
+    """The job on torchrun worker processes of this node, their metrics file followed into `callback` (which may
+    raise to stop them) until they exit; returns the run's summary."""
+    check(job)  # refuse a bad config here, before starting processes
+    run_dir = Path(job.run_dir)
+    job_file = job.save(run_dir / "job.json")
+    metrics = run_dir / METRICS
+    offset = metrics.stat().st_size if metrics.exists() else 0  # what earlier attempts wrote is already shown
+    command = launch_command(job.config.train.distributed, "llmcore.train.pretrain", str(job_file), run_id=run_id)
+    log.info("launching %s", " ".join(command))
+    proc, events = subprocess.Popen(command), []
+    try:
+        while True:
+            exited = proc.poll() is not None
+            new, offset = read_events(metrics, offset)
+            for event in new:
+                callback(event)
+            events += new
+            if exited:
+                break
+            time.sleep(1.0)
+    finally:
+        if proc.poll() is None:  # the callback raised (an injected crash): take the workers down with it
+            proc.kill()
+            proc.wait()
+    errors = [e for e in events if e["event"] == "error" and e.get("reason") == "non_finite_loss"]
+    if errors:
+        raise NonFiniteLoss(errors[-1]["message"])
+    ends = [e for e in events if e["event"] == "end"]
+    if proc.returncode != 0 or not ends:
+        raise RuntimeError(f"torchrun exited with code {proc.returncode}; its workers' output is above. A retry resumes "
+                           f"from the latest checkpoint in {checkpoint.root(run_dir)}")
+    return {"step": ends[-1]["step"], **{k: v for k, v in ends[-1].items() if k not in ("event", "step", "time")}}
 
 
 def main(argv: list[str] | None = None) -> int:
