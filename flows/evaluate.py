@@ -18,11 +18,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.data import DEFAULT_DATA_ROOT
 from llmcore.config import EvaluateConfig
+from llmcore.finetune.evaluate import VERSION
+from llmcore.housekeeping import point
 from llmcore.manifest import atomic_write_json
-from llmcore.report import format_table
-from llmcore.stage import content_key, key_config
+from llmcore.stage import StageRef, content_key, key_config
 from tasks.common import bind
-from tasks.evaluate import RESULTS, VERSION, evaluate_task
+from tasks.evaluate import RESULTS, evaluate_task
 
 SHOWN_CHARS = 300  # example texts are cut to this length in the markdown artifact
 
@@ -58,8 +59,10 @@ def examples_markdown(results: list[dict]) -> str:
 
 
 @flow(name="evaluate", persist_result=True, result_serializer="json")
-def evaluate_flow(config: EvaluateConfig, finetune_manifests: list[str], data_root: str = DEFAULT_DATA_ROOT) -> str:
-    """Score each fine-tuned model on its task's test split; returns the combined results.json's path."""
+def evaluate_flow(config: EvaluateConfig, finetune_manifests: list[str], data_root: str = DEFAULT_DATA_ROOT,
+                  distill_manifest: str | None = None) -> str:
+    """Score each fine-tuned model on its task's test split (and, given the distill flow's set manifest, its
+    teacher, students and compressed models side by side); returns the combined results.json's path."""
     if not finetune_manifests:
         raise ValueError("no fine-tuned models to evaluate: pass finetune stage manifests")
     root = os.path.abspath(data_root)
@@ -72,13 +75,20 @@ def evaluate_flow(config: EvaluateConfig, finetune_manifests: list[str], data_ro
     manifests = futures.result()
     results = [{**json.loads((Path(m).parent / RESULTS).read_text()), "manifest": m} for m in manifests]
 
-    run_key = content_key("evaluation", VERSION, section, keys)
+    compression = None
+    if distill_manifest:  # the distill flow's teacher, students and compressed models, side by side
+        from flows.distill import compression_table
+
+        compression = compression_table(config, distill_manifest, root)
+    run_key = content_key("evaluation", VERSION, section, keys + ([compression] if compression else []))
     combined = Path(root, "evaluation", run_key, RESULTS)
-    atomic_write_json(combined, {"key": run_key, "config": section, "tasks": results})
+    atomic_write_json(combined, {"key": run_key, "config": section, "tasks": results,
+                                 **({"compression": compression} if compression else {})})
+    point(StageRef(root, "evaluation", run_key))
     rows = table_rows(results)
     create_table_artifact(rows, key="evaluation", description="Each fine-tuned model's test scores beside its task's "
                           f"trivial baseline, on the same examples ({combined})")
     create_markdown_artifact(examples_markdown(results), key="evaluation-examples",
                              description="A few test examples per task: the model's output and the baseline's")
-    get_run_logger().info("Evaluation (%s)\n%s", combined, format_table(rows))
+    get_run_logger().info("evaluation: %s (the table: artifact evaluation)", combined)
     return str(combined)
