@@ -44,46 +44,60 @@ def _crash_due(event: dict) -> bool:
 
 
 class Reporter:
-    """A trainer callback: log lines and Prefect artifacts, throttled so a fast loop does not flood the API."""
+    """A trainer callback: log lines, and Prefect artifacts that stay one per run: a progress artifact updated in
+    place (step, loss, latest evaluation, ETA; throttled so a fast loop does not flood the API), then the
+    evaluation table and the loss curve once, when the run ends."""
 
-    def __init__(self, run_dir: Path, label: str = "pretrain", every_s: float = 2.0, curve_every_s: float = 30.0):
+    def __init__(self, run_dir: Path, label: str = "pretrain", every_s: float = 2.0):
         """label: what the run is (pretrain, finetune-<name>); it prefixes the artifact keys."""
-        self.run_dir, self.label, self.every_s, self.curve_every_s = run_dir, label, every_s, curve_every_s
+        self.run_dir, self.label, self.every_s = run_dir, label, every_s
         self.logger = get_run_logger()
         self.progress = None
-        self.max_steps = 1
-        self.updated = self.curve_shown = 0.0
+        self.max_steps, self.first_step, self.started = 1, 0, time.monotonic()
+        self.updated = 0.0
+        self.evaluation = ""
 
     def __call__(self, event: dict) -> None:
         kind = event["event"]
         (self.logger.error if kind == "error" else self.logger.info)(describe(event))
         if kind == "start":
-            self.max_steps = event["max_steps"]
-            self.progress = create_progress_artifact(self._percent(event), description=f"{self.label}: {self.run_dir}")
-        elif kind == "train" and time.monotonic() - self.updated >= self.every_s:
+            self.max_steps, self.first_step, self.started = event["max_steps"], event["step"], time.monotonic()
+            self.progress = create_progress_artifact(self._percent(event), description=self._status(event))
+        elif kind == "eval" or (kind == "train" and time.monotonic() - self.updated >= self.every_s):
+            if kind == "eval":
+                self.evaluation = ", ".join(f"{k} {_round(v)}" for k, v in event.items()
+                                            if k.startswith("val_") or k in ("bleu", "rougeL", "f1"))
             self._update(event)
-        elif kind == "eval":
-            self._update(event)
-            self._eval_table()
-            if time.monotonic() - self.curve_shown >= self.curve_every_s:
-                self._curve()
         elif kind == "end":
-            update_progress_artifact(self.progress, 100.0)
+            update_progress_artifact(self.progress, 100.0, description=self._status(event))
             self._eval_table()
             self._curve()
         if _crash_due(event):
             raise InjectedCrash(f"crashed on purpose at step {event['step']} ({CRASH_ENV})")
 
     def _percent(self, event: dict) -> float:
-        return round(100.0 * event["step"] / self.max_steps, 1)
+        return round(100.0 * event.get("step", self.max_steps) / self.max_steps, 1)
+
+    def _status(self, event: dict) -> str:
+        step = event.get("step", self.max_steps)
+        parts = [f"{self.label}: step {step}/{self.max_steps}"]
+        if "loss" in event:
+            parts.append(f"loss {_round(event['loss'])}")
+        if self.evaluation:
+            parts.append(self.evaluation)
+        done = step - self.first_step
+        if event["event"] != "end" and done > 0:
+            eta = (time.monotonic() - self.started) / done * (self.max_steps - step)
+            parts.append(f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
+        return ", ".join(parts)
 
     def _update(self, event: dict) -> None:
         if self.progress is not None:
-            update_progress_artifact(self.progress, self._percent(event))
+            update_progress_artifact(self.progress, self._percent(event), description=self._status(event))
         self.updated = time.monotonic()
 
     def _eval_table(self) -> None:
-        rows = [{k: v for k, v in e.items() if k not in ("event", "time", "patience", "best_value")}
+        rows = [{k: _round(v) for k, v in e.items() if k not in ("event", "time", "patience", "best_value")}
                 for e in latest_by_step(read_events(self.run_dir / METRICS)[0], "eval")]
         if rows:
             create_table_artifact(rows, key=f"{self.label}-eval", description=f"Evaluations of {self.run_dir}")
@@ -94,7 +108,11 @@ class Reporter:
             png = base64.b64encode(path.read_bytes()).decode()
             create_markdown_artifact(f"## Loss curve\n\n![loss curve](data:image/png;base64,{png})\n\n`{path}`",
                                      key=f"{self.label}-loss-curve", description="training and validation loss against steps")
-        self.curve_shown = time.monotonic()
+
+
+def _round(value):
+    """4 significant digits for a person to read (8.4275652885437 -> 8.428); other values as they are."""
+    return float(f"{value:.4g}") if isinstance(value, float) else value
 
 
 def pretrain_manifest(run_dir: Path, key: str, job: pretrain.PretrainJob, settings: dict, corpus: dict, summary: dict) -> dict:

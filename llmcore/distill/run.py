@@ -111,7 +111,8 @@ def run(job: DistillJob, callbacks: Iterable[Callback] = ()) -> dict:
     trainer = Trainer(model, t, run_dir, train, validation, seq_len=cfg.max_source_length + cfg.max_target_length,
                       callbacks=callbacks, files={name: run_dir / name for name in (TOKENIZER_FILE, SPEC_FILE)},
                       info={"task": cfg.task, "teacher": str(job.teacher_dir), "kd_alpha": kd.alpha,
-                            "temperature": kd.temperature, "sequence_kd": kd.sequence}, evaluator=evaluator)
+                            "temperature": kd.temperature, "sequence_kd": kd.sequence}, evaluator=evaluator,
+                      label=f"distill {run_dir.name}")
     summary = trainer.fit()
     chosen = Path(summary["best"] or summary["final"])
     export(chosen, run_dir / MODEL_DIR)

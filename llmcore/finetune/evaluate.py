@@ -94,7 +94,7 @@ def evaluate(model_dir: str | Path, task_cfg: FinetuneTaskConfig, cfg: EvaluateC
     ft = load_finetuned(model_dir, device)
     if ft.spec.task != task_cfg.task:
         raise ValueError(f"{model_dir} was fine-tuned for {ft.spec.task}, not for task {task_cfg.name!r} ({task_cfg.task})")
-    predictions = predict(ft, examples, cfg.generation)
+    predictions = predict(ft, examples, cfg.generation, label=f"evaluate {task_cfg.name}")
     nll_sum, tokens = target_nll(ft, examples, cfg.generation.batch_size)
     references = [ex.target for ex in examples]
     base = baseline_outputs(task_cfg.task, examples, train)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from llmcore.config import GenerationConfig
 from llmcore.finetune.formats import Example, collate_prompts, collate_sources
@@ -13,8 +14,9 @@ from llmcore.generate import generate
 
 
 @torch.no_grad()
-def predict(ft: Finetuned, examples: Sequence[Example], generation: GenerationConfig) -> list[str]:
-    """One output text per example, in order (special tokens dropped, surrounding spaces stripped)."""
+def predict(ft: Finetuned, examples: Sequence[Example], generation: GenerationConfig, label: str | None = None) -> list[str]:
+    """One output text per example, in order (special tokens dropped, surrounding spaces stripped). `label`: show a
+    progress bar of that name on a terminal (beam search over a test split takes minutes on a CPU)."""
     model, encoder, cfg = ft.model, ft.encoder, ft.model.config
     device = next(model.parameters()).device
     was_training = model.training
@@ -22,6 +24,7 @@ def predict(ft: Finetuned, examples: Sequence[Example], generation: GenerationCo
     new_tokens = min(generation.max_new_tokens, ft.spec.max_target_length)
     pad = pad_id(model)
     outputs = []
+    bar = tqdm(total=len(examples), desc=label, unit="example", dynamic_ncols=True, disable=None if label else True)
     try:
         for start in range(0, len(examples), generation.batch_size):
             batch = examples[start : start + generation.batch_size]
@@ -39,6 +42,8 @@ def predict(ft: Finetuned, examples: Sequence[Example], generation: GenerationCo
                 if cfg.eos_token_id in row:
                     row = row[: row.index(cfg.eos_token_id)]
                 outputs.append(ft.tok.decode(row, skip_special_tokens=True).strip())
+            bar.update(len(batch))
     finally:
+        bar.close()
         model.train(was_training)
     return outputs

@@ -133,7 +133,8 @@ def run(job: FinetuneJob, callbacks: Iterable[Callback] = ()) -> dict:
     spec.save(run_dir)
     trainer = Trainer(model, t, run_dir, train, validation, seq_len=cfg.max_source_length + cfg.max_target_length,
                       callbacks=callbacks, files={name: run_dir / name for name in (TOKENIZER_FILE, SPEC_FILE)},
-                      info={"task": cfg.task, "frozen": len(frozen)}, evaluator=evaluator, lr_scales=cfg.lr_scales)
+                      info={"task": cfg.task, "frozen": len(frozen)}, evaluator=evaluator, lr_scales=cfg.lr_scales,
+                      label=f"finetune {cfg.name}")
     summary = trainer.fit()
     chosen = Path(summary["best"] or summary["final"])
     export(chosen, run_dir / MODEL_DIR)

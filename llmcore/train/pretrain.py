@@ -142,7 +142,8 @@ def run(job: PretrainJob, callbacks: Iterable[Callback] = (), world: World | Non
         model.load_state_dict(start.state_dict())
     files = {name: Path(job.tokenizer) / name for name in (TOKENIZER_FILE, CONFIG_FILE) if (Path(job.tokenizer) / name).exists()}
     trainer = Trainer(model, t, job.run_dir, train, evaluation, seq_len=job.config.block_size, callbacks=callbacks,
-                      files=files, world=world, info={"objective": kind})
+                      files=files, world=world, info={"objective": kind},
+                      label="pretrain")
     return trainer.fit()
 
 

@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from llmcore.config import TrainConfig
 from llmcore.model import Block, Transformer
@@ -67,8 +68,9 @@ class Trainer:
     def __init__(self, model: Transformer, cfg: TrainConfig, run_dir: str | Path, train_data: Iterator[dict],
                  eval_data: Iterable[dict] | None = None, *, seq_len: int, callbacks: Iterable[Callback] = (),
                  files: dict[str, Path] | None = None, world: World = World(), info: dict | None = None,
-                 evaluator: Evaluator | None = None, lr_scales: dict[str, float] | None = None):
-        """seq_len: tokens per example (for MFU); files: copied into every checkpoint (the tokenizer);
+                 evaluator: Evaluator | None = None, lr_scales: dict[str, float] | None = None, label: str = "train"):
+        """seq_len: tokens per example (for MFU); files: copied into every checkpoint (the tokenizer); label: what
+        the progress bar says the run is (pretrain, finetune <task>);
         info: extra fields of the start event; evaluator: more validation metrics (BLEU from decoding, ...)
         whose names early stopping can use; lr_scales: parameter-name prefix -> multiplier of cfg.lr."""
         measured = [*METRICS, *(evaluator.metrics if evaluator else ())]
@@ -76,7 +78,7 @@ class Trainer:
             raise ValueError(f"train.early_stopping.metric {cfg.early_stopping.metric!r} is not measured; use one of {measured}")
         self.evaluator = evaluator
         self.cfg, self.run_dir, self.world = cfg, Path(run_dir), world
-        self.seq_len, self.files, self.info = seq_len, files or {}, info or {}
+        self.seq_len, self.files, self.info, self.label = seq_len, files or {}, info or {}, label
         self.device = pick_device(cfg.device, world.local_rank)
         self.precision = from_main(resolve_precision(cfg.precision, self.device, model, (cfg.batch_size, seq_len))
                                    if world.main else None)
@@ -117,9 +119,11 @@ class Trainer:
                   tokens_per_step=cfg.batch_size * self.seq_len * cfg.grad_accum * self.world.size,
                   eval_batches=len(self.eval_batches), **self.info)
         reason = "early_stopping" if self._patience_spent() else "max_steps"
-        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+        bar = tqdm(total=cfg.max_steps, initial=self.step, desc=self.label, unit="step", dynamic_ncols=True,
                    disable=None if self.world.main else True)  # None: shown on a terminal only
         losses, tokens, seconds = [], 0, 0.0
+        redirect = logging_redirect_tqdm()  # log lines print above the bar instead of tearing it
+        redirect.__enter__()
         try:
             while self.step < cfg.max_steps and reason != "early_stopping":
                 started = time.perf_counter()
@@ -151,6 +155,7 @@ class Trainer:
             return summary
         finally:
             bar.close()
+            redirect.__exit__(None, None, None)
             self.close()
 
     def train_step(self) -> tuple[torch.Tensor, float, torch.Tensor | None, int]:
