@@ -66,14 +66,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{args.config} on {root}: what a run would do (data stages; training stages run when their input is new)")
         print(format_table(dry_run(config, root)))
         return 0
-    name = f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     _quiet_task_endings()
     start = time.monotonic()
     state = None
     try:
         with cache_refreshed(args.refresh_cache), tags("llmpipe", f"config:{config.name}", f"root:{root}"):
-            state = pipeline_flow.with_options(result_storage=DataRootResults.of(root), flow_run_name=name)(
-                config, root, stages, return_state=True)
+            state = pipeline_flow.with_options(result_storage=DataRootResults.of(root))(config, root, stages, return_state=True)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished parts and stages are kept. Resume with: llmpipe run {args.config} --data-root {root}"
               " (finished stages come back Cached)", file=sys.stderr)

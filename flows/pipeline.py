@@ -8,6 +8,7 @@ latest (`<root>/<stage>/latest`, `finetune/<task name>`), which an earlier run m
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from prefect import flow
@@ -53,7 +54,14 @@ def finished(root: str, flow_name: str, config: PipelineConfig) -> list[str]:
     return [str(p.resolve()) for p in paths]
 
 
-@flow(name="pipeline", log_prints=True, persist_result=True, result_serializer="json")
+def run_name() -> str:
+    """`<config name>-<UTC time>` for every run of the pipeline, deployed or not: runs told apart in the UI."""
+    config = flow_run.parameters.get("config")
+    name = config.get("name", "llmpipe") if isinstance(config, dict) else getattr(config, "name", "llmpipe")
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+
+
+@flow(name="pipeline", flow_run_name=run_name, log_prints=True, persist_result=True, result_serializer="json")
 def pipeline_flow(config: PipelineConfig, data_root: str = DEFAULT_DATA_ROOT, stages: list[str] | None = None) -> dict[str, list[str]]:
     """Raw text to the stages' manifests and the evaluation results; returns them by flow name."""
     root = os.path.abspath(data_root)

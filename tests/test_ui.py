@@ -19,7 +19,10 @@ def test_flow_run_shows_the_data_funnel_artifact(live_server, pipeline_run, page
             flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[pipeline_run.id])),
         )
         data_run = client.read_flow_run(artifact.flow_run_id)
+        run_name = client.read_flow_run(pipeline_run.id).name
     rows = json.loads(artifact.data)
+    # runs are told apart by name: the config's name and when (the deployed config is named "deployed")
+    assert run_name.startswith("deployed-") and data_run.name == f"{run_name}/data"
 
     # As a user would: the pipeline run, its data subflow run, that run's artifacts, the funnel.
     page.goto(f"{live_server.url}/runs/flow-run/{pipeline_run.id}")
