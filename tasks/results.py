@@ -66,12 +66,15 @@ class DataRootResults(LocalFileSystem):
 
     def _write(self, path: str, content: bytes) -> str:
         record = json.loads(content)
-        _require_json(record, path)
-        record["metadata"]["storage_key"] = self._relative(record["metadata"].get("storage_key"))
-        value = _map_strings(_decode(record), self._relative)
-        record["result"] = json.dumps(value)
+        if _is_record(record):  # a task's result: the value inside a record naming its serializer
+            _require_json(record, path)
+            record["metadata"]["storage_key"] = self._relative(record["metadata"].get("storage_key"))
+            record["result"] = json.dumps(_map_strings(_decode(record), self._relative))
+            data = record
+        else:  # a flow's result: the value alone (Prefect keeps its metadata in the flow run's state)
+            data = _map_strings(_checked(record), self._relative)
         target = self._resolve_path(path)
-        atomic_write(target, json.dumps(record).encode())  # never half a record
+        atomic_write(target, json.dumps(data).encode())  # never half a record
         return str(target)
 
     def _read(self, path: str) -> bytes:
@@ -79,19 +82,24 @@ class DataRootResults(LocalFileSystem):
         if not target.is_file():
             raise ValueError(f"Path {target} does not exist.")
         try:
-            record = json.loads(target.read_bytes())
-            _require_json(record, target)
-            record["metadata"]["serializer"] = {"type": "json"}  # Prefect's defaults, whatever hooks the file names
-            value = _map_strings(_decode(record), self._absolute)
+            data = json.loads(target.read_bytes())
+            if _is_record(data):
+                _require_json(data, target)
+                data["metadata"]["serializer"] = {"type": "json"}  # Prefect's defaults, whatever hooks the file names
+                value = _map_strings(_decode(data), self._absolute)
+            else:
+                value = _map_strings(_checked(data), self._absolute)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring result file %s (%s); the task runs again", target, exc)
             raise UntrustedResult(f"{target}: {exc}") from exc
         missing = [p for p in _paths_under(value, self.root) if not os.path.exists(p)]
         if missing:
             raise UntrustedResult(f"{target} points at {missing[0]}, which no longer exists: the task runs again")
-        record["metadata"]["storage_key"] = self._absolute(record["metadata"].get("storage_key"))
-        record["result"] = json.dumps(value)
-        return json.dumps(record).encode()
+        if not _is_record(data):
+            return json.dumps(value).encode()
+        data["metadata"]["storage_key"] = self._absolute(data["metadata"].get("storage_key"))
+        data["result"] = json.dumps(value)
+        return json.dumps(data).encode()
 
     def _relative(self, s: Any) -> Any:
         if isinstance(s, str) and (s == self.root or s.startswith(self.root + os.sep)):
@@ -117,9 +125,16 @@ def _require_json(record: dict, where: Any) -> None:
         raise ValueError(f"{where}: a {serializer!r} result; llmpipe stores JSON results only")
 
 
+def _is_record(data: Any) -> bool:
+    return isinstance(data, dict) and "metadata" in data and "result" in data
+
+
 def _decode(record: dict) -> Any:
     """The record's value as plain JSON: no `__class__` objects, which Prefect's decoder would import."""
-    value = json.loads(record["result"])  # the JSON serializer's text
+    return _checked(json.loads(record["result"]))  # the JSON serializer's text
+
+
+def _checked(value: Any) -> Any:
     if _holds_objects(value):
         raise ValueError("the result holds a Python object; llmpipe results are paths and plain JSON")
     return value

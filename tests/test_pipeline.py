@@ -27,6 +27,10 @@ def test_whole_chain_prints_the_evaluation_and_reruns_cached(prefect_server, cor
         "     max_source_length: 32, max_target_length: 24, validation_examples: 4,\n"
         "     train: {max_steps: 2, batch_size: 4, eval_every: 2, early_stopping: {metric: bleu, mode: max}}}\n"
         "evaluate: {generation: {num_beams: 2, max_new_tokens: 8}}\n"
+        # a narrower student and compressed copies, scored beside the teacher
+        "distill: {task: mt, students: [{name: small, d_model: 8, n_heads: 2, init: fresh,\n"
+        "          train: {max_steps: 2, batch_size: 4, eval_every: 2}}], compress: {models: [teacher, small]},\n"
+        "          speed: {examples: 4}}\n"
     )
     root = tmp_path / "data"
     assert main(["run", str(cfg), "--data-root", str(root)]) == 0
@@ -34,6 +38,8 @@ def test_whole_chain_prints_the_evaluation_and_reruns_cached(prefect_server, cor
     assert "Evaluation on held-out test examples" in out and "bleu" in out and "chrf" in out and "perplexity" in out
     results = json.loads(Path(out.split("Results: ")[1].split()[0]).read_text())
     assert [t["name"] for t in results["tasks"]] == ["mt"] and results["tasks"][0]["baseline"]["name"] == "copy_source"
+    side_by_side = out.split("Teacher, students and compressed models side by side")[1]
+    assert "small" in side_by_side and "int8" in side_by_side and "bf16" in side_by_side
     # one summary: wall time, what ran, every model's path; Prefect's per-task lines stay out of the terminal
     assert out.count("Data funnel") == 1 and "Finished in " in out and "came back Cached" in out
     model = root / "finetune" / "mt" / "model"
@@ -52,7 +58,7 @@ def test_whole_chain_prints_the_evaluation_and_reruns_cached(prefect_server, cor
 
     again = pipeline_flow(load_config(cfg), str(root), return_state=True)
     runs = children(again.state_details.flow_run_id)
-    assert len(runs) == 4  # the data, pretrain, finetune and evaluate subflows
+    assert len(runs) == 5  # the data, pretrain, finetune, distill and evaluate subflows
     states = {r.name: r.state.name for child in runs for r in task_runs(child.id)}
     assert states and set(states.values()) == {"Cached"}, states
     assert any(name.startswith("finetune") for name in states) and any(name.startswith("evaluate") for name in states)

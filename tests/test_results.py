@@ -96,3 +96,29 @@ def test_refresh_cache_runs_every_task_again(prefect_server, tmp_path):
     with cache_refreshed():
         assert run(root)[1] == ["Completed", "Completed"]
     assert run(root)[1] == ["Cached", "Cached"]
+
+
+@flow(persist_result=True, result_serializer="json")
+def child_flow(data_root: str) -> list[str]:
+    return [str(Path(data_root, "stage", "a"))]
+
+
+@flow(persist_result=True, result_serializer="json")
+def parent_flow(data_root: str) -> list[str]:
+    from tasks.results import DataRootResults
+
+    return child_flow.with_options(result_storage=DataRootResults.of(data_root))(data_root)
+
+
+def test_a_subflow_result_persists_as_json_under_the_root(prefect_server, tmp_path):
+    """A flow's result is stored as its value alone (Prefect keeps the metadata in the run's state): persisted, so that
+    retrying the parent reuses a finished subflow, as plain JSON with root-relative paths."""
+    from tasks.results import DataRootResults
+
+    root = tmp_path / "data"
+    (root / "stage").mkdir(parents=True)
+    (root / "stage" / "a").write_text("a")
+    state = parent_flow.with_options(result_storage=DataRootResults.of(root))(str(root), return_state=True)
+    assert state.result() == [str(root / "stage" / "a")]
+    stored = [json.loads(p.read_text()) for p in results_dir(root).iterdir()]
+    assert [f"{PLACEHOLDER}/stage/a"] in stored  # the subflow's and the parent's result, relative to the root
