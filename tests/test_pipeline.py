@@ -4,15 +4,21 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from finetune_helpers import task_config
 from flow_helpers import children, task_runs
-from flows.cli import main
+from flows.cli import DEFAULT_CONFIG, main
 from flows.pipeline import pipeline_flow
 from llmcore.config import load_config
+
+LLMPIPE = str(Path(sys.executable).with_name("llmpipe"))
 
 
 @pytest.mark.slow
@@ -62,3 +68,23 @@ def test_whole_chain_prints_the_evaluation_and_reruns_cached(prefect_server, cor
     states = {r.name: r.state.name for child in runs for r in task_runs(child.id)}
     assert states and set(states.values()) == {"Cached"}, states
     assert any(name.startswith("finetune") for name in states) and any(name.startswith("evaluate") for name in states)
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_how_to_resume_without_a_traceback(tmp_path):
+    """Ctrl-C in `llmpipe run` (the bundled config, interrupted while it pretrains): exit 130, one line naming the
+    command that resumes, no Python traceback."""
+    proc = subprocess.Popen([LLMPIPE, "run", "--data-root", str(tmp_path / "data")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    seen = []
+    for line in proc.stderr:  # wait until it trains
+        seen.append(line)
+        if "training gpt" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=300)
+    err = "".join(seen) + rest
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    [hint] = [line for line in err.splitlines() if line.startswith("interrupted:")]
+    assert f"llmpipe run {DEFAULT_CONFIG} --data-root {tmp_path / 'data'}" in hint
