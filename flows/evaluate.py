@@ -23,9 +23,9 @@ from llmcore.housekeeping import point
 from llmcore.manifest import atomic_write_json
 from llmcore.stage import StageRef, content_key, key_config
 from tasks.common import bind
-from tasks.evaluate import RESULTS, evaluate_task
+from tasks.evaluate import PREDICTIONS, RESULTS, evaluate_task
 
-SHOWN_CHARS = 300  # example texts are cut to this length in the markdown artifact
+SHOWN_CHARS = 120  # example texts are cut to this length in the markdown artifact: four columns fit a page
 
 
 def table_rows(results: list[dict]) -> list[dict]:
@@ -50,7 +50,9 @@ def _cell(text: str) -> str:
 def examples_markdown(results: list[dict]) -> str:
     parts = ["# Example outputs"]
     for r in results:
+        full = Path(r["manifest"]).parent / PREDICTIONS
         lines = [f"## {r['name']} ({r['task']}, baseline: {r['baseline']['name']})", "",
+                 f"Cut to {SHOWN_CHARS} characters; every example in full: `{full}`", "",
                  "| source | reference | model | baseline |", "|---|---|---|---|"]
         lines += [f"| {_cell(s['source'])} | {_cell(s['reference'])} | {_cell(s['prediction'])} | {_cell(s['baseline'])} |"
                   for s in r["samples"]]
