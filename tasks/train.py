@@ -48,9 +48,11 @@ class Reporter:
     place (step, loss, latest evaluation, ETA; throttled so a fast loop does not flood the API), then the
     evaluation table and the loss curve once, when the run ends."""
 
-    def __init__(self, run_dir: Path, label: str = "pretrain", every_s: float = 2.0):
-        """label: what the run is (pretrain, finetune-<name>); it prefixes the artifact keys."""
-        self.run_dir, self.label, self.every_s = run_dir, label, every_s
+    def __init__(self, run_dir: Path, label: str = "pretrain", every_s: float = 2.0, log_every_s: float = 30.0):
+        """label: what the run is (pretrain, finetune-<name>); it prefixes the artifact keys. Training steps are
+        logged at most every `log_every_s` (evaluations, start and end always)."""
+        self.run_dir, self.label, self.every_s, self.log_every_s = run_dir, label, every_s, log_every_s
+        self.logged = 0.0
         self.logger = get_run_logger()
         self.progress = None
         self.max_steps, self.first_step, self.started = 1, 0, time.monotonic()
@@ -59,7 +61,9 @@ class Reporter:
 
     def __call__(self, event: dict) -> None:
         kind = event["event"]
-        (self.logger.error if kind == "error" else self.logger.info)(describe(event))
+        if kind != "train" or time.monotonic() - self.logged >= self.log_every_s:  # metrics.jsonl has every step
+            (self.logger.error if kind == "error" else self.logger.info)(describe(event))
+            self.logged = time.monotonic() if kind == "train" else self.logged
         if kind == "start":
             self.max_steps, self.first_step, self.started = event["max_steps"], event["step"], time.monotonic()
             self.progress = create_progress_artifact(self._percent(event), description=self._status(event))
