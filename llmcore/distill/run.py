@@ -18,14 +18,12 @@ import torch
 
 from llmcore.config import FinetuneTaskConfig, GenerationConfig, KDConfig, StudentConfig, TrainConfig
 from llmcore.distill.student import Distiller, build_student, student_config
-from llmcore.finetune.batches import ExampleBatches, batched
 from llmcore.finetune.formats import Example, task_examples
 from llmcore.finetune.predict import predict
-from llmcore.finetune.run import MODEL_DIR, ValidationScores, export
-from llmcore.finetune.spec import SPEC_FILE, Finetuned, load_finetuned, teacher_forcing
+from llmcore.finetune.run import MODEL_DIR, export, task_trainer
+from llmcore.finetune.spec import Finetuned, load_finetuned
 from llmcore.model import Transformer
-from llmcore.tokenizer import TOKENIZER_FILE
-from llmcore.train.trainer import Callback, Trainer
+from llmcore.train.trainer import Callback
 
 log = logging.getLogger("llmcore.distill")
 SEQUENCE_FILE = "teacher_outputs.jsonl"
@@ -100,19 +98,10 @@ def run(job: DistillJob, callbacks: Iterable[Callback] = ()) -> dict:
     if kd.alpha or kd.hidden_weight:
         Distiller(teacher.model, kd.temperature, kd.alpha, kd.hidden_weight, kd.hidden_loss).attach(model)
     spec, tok = teacher.spec, teacher.tok
-    encode, collate = teacher_forcing(model, Finetuned(model, tok, spec).encoder)
-    t = train_cfg
-    train = ExampleBatches([encode(ex) for ex in train_examples], t.batch_size, collate, t.seed)
-    validation = batched([encode(ex) for ex in splits["validation"]], t.batch_size, collate) or None
-    evaluator = ValidationScores(tok, spec, splits["validation"][: cfg.validation_examples], cfg.generation) if validation else None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tok.save(str(run_dir / TOKENIZER_FILE))
-    spec.save(run_dir)
-    trainer = Trainer(model, t, run_dir, train, validation, seq_len=cfg.max_source_length + cfg.max_target_length,
-                      callbacks=callbacks, files={name: run_dir / name for name in (TOKENIZER_FILE, SPEC_FILE)},
-                      info={"task": cfg.task, "teacher": str(job.teacher_dir), "kd_alpha": kd.alpha,
-                            "temperature": kd.temperature, "sequence_kd": kd.sequence}, evaluator=evaluator,
-                      label=f"distill {run_dir.name}")
+    info = {"task": cfg.task, "teacher": str(job.teacher_dir), "kd_alpha": kd.alpha, "temperature": kd.temperature,
+            "sequence_kd": kd.sequence}
+    trainer = task_trainer(Finetuned(model, tok, spec), cfg, train_cfg, run_dir, train_examples, splits["validation"],
+                           callbacks, info, f"distill {run_dir.name}")
     summary = trainer.fit()
     chosen = Path(summary["best"] or summary["final"])
     export(chosen, run_dir / MODEL_DIR)

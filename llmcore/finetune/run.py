@@ -17,13 +17,13 @@ from typing import Iterable, Sequence
 
 from tokenizers import Tokenizer
 
-from llmcore.config import FinetuneTaskConfig, GenerationConfig, PretrainConfig, TokenizerConfig
+from llmcore.config import FinetuneTaskConfig, GenerationConfig, PretrainConfig, TokenizerConfig, TrainConfig
 from llmcore.finetune.batches import ExampleBatches, batched
 from llmcore.finetune.evaluate import score
 from llmcore.finetune.formats import Example, add_task_tokens, load_translation, render, task_examples
 from llmcore.finetune.model import freeze, grow_vocab, set_dropout
 from llmcore.finetune.predict import predict
-from llmcore.finetune.spec import SPEC_FILE, Finetuned, TaskSpec, make_encoder, teacher_forcing
+from llmcore.finetune.spec import SPEC_FILE, Finetuned, TaskSpec, teacher_forcing
 from llmcore.model import Transformer, build_model
 from llmcore.model.io import load
 from llmcore.tokenizer import TOKENIZER_FILE, special_ids, train_tokenizer, vocab_size
@@ -110,6 +110,24 @@ def synthetic_examples(job: FinetuneJob, n_train: int) -> list[Example]:
     return random.Random(cfg.train.seed).sample(pairs, wanted)
 
 
+def task_trainer(ft: Finetuned, cfg: FinetuneTaskConfig, t: TrainConfig, run_dir: Path, train_examples: list,
+                 validation_examples: list, callbacks: Iterable[Callback], info: dict, label: str,
+                 lr_scales: dict[str, float] | None = None) -> Trainer:
+    """The Trainer of a task model on its examples (teacher-forced batches, BLEU / ROUGE / F1 on decoded validation
+    examples), with the tokenizer and task spec saved into `run_dir` and every checkpoint."""
+    encode, collate = teacher_forcing(ft.model, ft.encoder)
+    train = ExampleBatches([encode(ex) for ex in train_examples], t.batch_size, collate, t.seed)
+    validation = batched([encode(ex) for ex in validation_examples], t.batch_size, collate) or None
+    evaluator = (ValidationScores(ft.tok, ft.spec, validation_examples[: cfg.validation_examples], cfg.generation)
+                 if validation else None)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ft.tok.save(str(run_dir / TOKENIZER_FILE))
+    ft.spec.save(run_dir)
+    return Trainer(ft.model, t, run_dir, train, validation, seq_len=cfg.max_source_length + cfg.max_target_length,
+                   callbacks=callbacks, files={name: run_dir / name for name in (TOKENIZER_FILE, SPEC_FILE)},
+                   info=info, evaluator=evaluator, lr_scales=lr_scales, label=label)
+
+
 def run(job: FinetuneJob, callbacks: Iterable[Callback] = ()) -> dict:
     """Fine-tune (or resume); returns a summary whose `model` is the exported model directory."""
     cfg, t, run_dir = job.config, job.config.train, Path(job.run_dir)
@@ -123,18 +141,8 @@ def run(job: FinetuneJob, callbacks: Iterable[Callback] = ()) -> dict:
         set_dropout(model, cfg.dropout)
     frozen = freeze(model, cfg.freeze)
     spec = TaskSpec(cfg.task, cfg.max_source_length, cfg.max_target_length, cfg.source_lang or "", cfg.target_lang or "")
-    encoder = make_encoder(tok, model, spec)
-    encode, collate = teacher_forcing(model, encoder)
-    train = ExampleBatches([encode(ex) for ex in splits["train"] + synthetic], t.batch_size, collate, t.seed)
-    validation = batched([encode(ex) for ex in splits["validation"]], t.batch_size, collate) or None
-    evaluator = ValidationScores(tok, spec, splits["validation"][: cfg.validation_examples], cfg.generation) if validation else None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tok.save(str(run_dir / TOKENIZER_FILE))
-    spec.save(run_dir)
-    trainer = Trainer(model, t, run_dir, train, validation, seq_len=cfg.max_source_length + cfg.max_target_length,
-                      callbacks=callbacks, files={name: run_dir / name for name in (TOKENIZER_FILE, SPEC_FILE)},
-                      info={"task": cfg.task, "frozen": len(frozen)}, evaluator=evaluator, lr_scales=cfg.lr_scales,
-                      label=f"finetune {cfg.name}")
+    trainer = task_trainer(Finetuned(model, tok, spec), cfg, t, run_dir, splits["train"] + synthetic, splits["validation"],
+                           callbacks, {"task": cfg.task, "frozen": len(frozen)}, f"finetune {cfg.name}", cfg.lr_scales)
     summary = trainer.fit()
     chosen = Path(summary["best"] or summary["final"])
     export(chosen, run_dir / MODEL_DIR)
