@@ -18,8 +18,12 @@ def _size(path: Path) -> str:
     return f"{total / 2**20:.1f} MiB"
 
 
+BOOKKEEPING = {"step", "improved", "best_step", "best_value", "bad_evals", "patience", "seconds"}
+
+
 def _scores(values: dict) -> str:
-    return ", ".join(f"{k} {v:.2f}" for k, v in values.items() if isinstance(v, (int, float)) and k != "step") or "-"
+    return ", ".join(f"{k} {v:.2f}" for k, v in values.items()
+                     if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in BOOKKEEPING) or "-"
 
 
 def report(root: str | Path) -> str:
