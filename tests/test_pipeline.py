@@ -74,8 +74,10 @@ def test_whole_chain_prints_the_evaluation_and_reruns_cached(prefect_server, cor
 def test_ctrl_c_says_how_to_resume_without_a_traceback(tmp_path):
     """Ctrl-C in `llmpipe run` (the bundled config, interrupted while it pretrains): exit 130, one line naming the
     command that resumes, no Python traceback."""
+    # SIGINT as a terminal delivers it: a test run in the background inherits it ignored, and so would llmpipe
     proc = subprocess.Popen([LLMPIPE, "run", "--data-root", str(tmp_path / "data")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     for line in proc.stderr:  # wait until it trains
         seen.append(line)
