@@ -7,6 +7,7 @@ from pathlib import Path
 
 from flows.data import tokenizer_key
 from llmcore.config import PipelineConfig
+from llmcore.data.dedup.steps import signature_marker
 from llmcore.data.stage import PartDir
 from llmcore.data.stages import Augment, Clean, Dedup, DocStage, Ingest, Language, Part, Tokenize
 from llmcore.stage import StageRef
@@ -40,7 +41,7 @@ def _dedup(root: str, stage: Dedup, upstream: StageRef | None, rows: list[dict])
         rows.append(_row("dedup", None, 0, None))
         return None
     signatures = stage.signature_parts(upstream)
-    signed = sum((Path(root) / "dedup" / "signatures" / f"{p.key}.parquet").exists() for p in signatures)
+    signed = sum(signature_marker(Path(root) / stage.name, p.key).exists() for p in signatures)
     rows.append({**_row("dedup-signature", signatures, signed, None), "would": f"run {len(signatures) - signed} part(s)"
                  if signed < len(signatures) else "Cached"})
     if not (stage.clusters(root, signatures) / "summary.json").exists():
