@@ -119,12 +119,15 @@ def augment(runner: TaskRunner, root: str, cfg, upstream: StageRef) -> StageRef:
 
 
 def tokenizer_key(root: str, cfg: TokenizerConfig, corpus: StageRef) -> str:
-    """The tokenizer's key: the file at cfg.path adopted; or the one this root already trained with these settings,
-    kept as the corpus grows (its token shards stay valid) unless cfg.refit; or a new one from the corpus."""
+    """The tokenizer's key: the file at cfg.path adopted; or the one this root already trained with these settings
+    on a corpus that today's has grown from (its parts all still there), kept so that old token shards stay valid,
+    unless cfg.refit; or a new one from the corpus."""
     config = key_config(cfg)
     if cfg.path:
         return content_key("tokenizer", TOKENIZER_VERSION, config, f"sha256:{file_sha256(cfg.path)}")
-    kept = None if cfg.refit else latest(root, "tokenizer", {"config": config, "adopted": None})
+    parts = {info["key"] for info in corpus.manifest()["parts"].values()}
+    grown_from = lambda m: set(m.get("corpus_parts", [None])) <= parts  # noqa: E731
+    kept = None if cfg.refit else latest(root, "tokenizer", {"config": config, "adopted": None}, grown_from)
     return kept.key if kept else content_key("tokenizer", TOKENIZER_VERSION, config, corpus.key)
 
 

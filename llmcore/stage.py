@@ -15,7 +15,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel
 
@@ -105,11 +105,12 @@ def write_manifest(ref: StageRef, config: Any, upstream: list[str], files: list[
     return manifest
 
 
-def latest(root: str | Path, stage: str, where: dict | None = None) -> StageRef | None:
-    """The most recently finished output of `stage` under `root` whose manifest has the fields of `where`."""
+def latest(root: str | Path, stage: str, where: dict | None = None, accept: Callable[[dict], bool] | None = None) -> StageRef | None:
+    """The most recently finished output of `stage` under `root` whose manifest has the fields of `where` (and
+    that `accept` accepts)."""
     found = []
     for manifest_path in (Path(root) / stage).glob(f"*/{MANIFEST}"):
         manifest = read_manifest(manifest_path.parent)
-        if manifest and all(manifest.get(k) == v for k, v in (where or {}).items()):
+        if manifest and all(manifest.get(k) == v for k, v in (where or {}).items()) and (accept is None or accept(manifest)):
             found.append((manifest_path.stat().st_mtime_ns, manifest["key"]))
     return StageRef(str(root), stage, max(found)[1]) if found else None

@@ -130,6 +130,7 @@ def test_a_removed_file_drops_its_documents(grown, batches):
     manifests, states = run(config(grown["inputs"]), grown["root"])
     # the remaining files' parts are reused up to dedup; after it, a shard whose copies lost their original reruns
     assert not [name for name, s in states.items() if name.split("-part-")[0] in ("ingest", "clean", "language") and s != "Cached"]
+    assert states["tokenizer"] == "Completed"  # not a grown corpus (a file left): the kept tokenizer does not apply
     gone = f"s/{batches[1].name}"  # ids are source/file:line
     rows = {stage: [r for shard in shards for r in shard] for stage, shards in outputs(manifests).items() if stage != "tokenize"}
     assert rows["ingest"] and not [r for stage_rows in rows.values() for r in stage_rows if r["id"].rsplit(":", 1)[0] == gone]

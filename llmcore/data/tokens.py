@@ -61,7 +61,9 @@ def tokenizer_stage(ref: StageRef, corpus_dir: Path, cfg: TokenizerConfig, upstr
     path = toks.save_tokenizer(tok, ref.path, cfg.family)
     files = [describe_file(path, ref.path, sampled), describe_file(ref.path / toks.CONFIG_FILE, ref.path, 0)]
     ledger = Ledger(rows_in=sampled, rows_out=sampled).to_dict()
+    corpus_parts = None if cfg.path else [p["key"] for p in read_manifest(corpus_dir)["parts"].values()]
     return write_manifest(ref, key_config(cfg), upstream, files, ledger=ledger, sampled_docs=sampled, adopted=cfg.path,
+                          corpus_parts=corpus_parts,
                           tokenizer=toks.describe(toks.load_tokenizer(path), cfg.family, path))
 
 
