@@ -219,7 +219,3 @@ def read_rows(path: str | Path, columns: list[str] | None = None) -> Iterable[di
     """Rows of one Parquet shard, batch by batch, as dicts."""
     for batch in pq.ParquetFile(path).iter_batches(batch_size=2048, columns=columns):
         yield from batch.to_pylist()
-
-
-def shard_paths(manifest: dict, stage_path: str | Path) -> list[Path]:
-    return [Path(stage_path) / f["path"] for f in manifest["files"]]
