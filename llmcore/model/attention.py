@@ -1,12 +1,19 @@
 """Multi-head attention (Vaswani et al. 2017, section 3.2) and the key/value cache used in generation."""
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .config import TransformerConfig
 from .linear import Linear
 from .positions import apply_rotary
+
+# cuDNN's attention backward returns NaN query gradients with an explicit mask at lengths % 128 == 64 (PyTorch
+# issue 196678, torch 2.11+ on H100/H200): masked calls on GPUs take the other fused kernels.
+MASKED_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 class KVCache:
@@ -72,6 +79,7 @@ class Attention(nn.Module):
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
             if cache is not None:
                 k, v = cache.extend(self, k, v)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        with sdpa_kernel(MASKED_BACKENDS) if mask is not None and q.is_cuda else nullcontext():
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
+                                               dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).flatten(2))
