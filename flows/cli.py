@@ -48,8 +48,6 @@ def _stages(args: argparse.Namespace) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from prefect import tags
-
     from flows.data import DEFAULT_DATA_ROOT
     from flows.pipeline import pipeline_flow
     from flows.summary import print_summary
@@ -70,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     state = None
     try:
-        with cache_refreshed(args.refresh_cache), tags("llmpipe", f"config:{config.name}", f"root:{root}"):
+        with cache_refreshed(args.refresh_cache):  # the flow tags its runs (config name, data root)
             state = pipeline_flow.with_options(result_storage=DataRootResults.of(root))(config, root, stages, return_state=True)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished parts and stages are kept. Resume with: llmpipe run {args.config} --data-root {root}"

@@ -43,8 +43,27 @@ def task_runner(cfg: RunnerConfig) -> Iterator[TaskRunner]:
         runner = DaskTaskRunner(address=cfg.dask_address) if cfg.dask_address else DaskTaskRunner(cluster_kwargs=kwargs)
     else:
         runner = ThreadPoolTaskRunner(max_workers=cfg.workers)
-    with runner:
+    with _server_shared(), runner:
         yield runner
+
+
+@contextmanager
+def _server_shared() -> Iterator[None]:
+    """Worker processes of a local cluster inherit this process's environment. Where this run talks to a temporary
+    server (no PREFECT_API_URL), each would start one of its own (20 s each on a GPU machine's 12 workers, all at
+    once); the variable points them at this process's server."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL
+
+    server = SubprocessASGIServer()  # the temporary server of this process, if it started one
+    if PREFECT_API_URL.value() or not server.running:
+        yield
+        return
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        yield
+    finally:
+        del os.environ["PREFECT_API_URL"]
 
 
 def run_parts(runner: TaskRunner, root: str, stage: DocStage, parts: list[Part]) -> None:
@@ -112,8 +131,9 @@ def augment(runner: TaskRunner, root: str, cfg, upstream: StageRef) -> StageRef:
     extra = {"synthetic": None, "pair": None}
     if bt:
         ref = StageRef(root, stage.name, stage.stage_key(parts))
-        link(Path(out, SYNTHETIC), ref.path / SYNTHETIC)  # the pairs travel with the stage directory
-        extra = {"synthetic": SYNTHETIC, "pair": [bt.source_lang, bt.target_lang], "backtranslation": json.loads(summary),
+        synthetic = "." + SYNTHETIC  # the pairs travel with the stage directory, under a dot-name like all but its shards
+        link(Path(out, SYNTHETIC), ref.path / synthetic)
+        extra = {"synthetic": synthetic, "pair": [bt.source_lang, bt.target_lang], "backtranslation": json.loads(summary),
                  "backtranslation_key": key}
     return finish(root, stage, parts, upstream, extra)
 

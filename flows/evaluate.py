@@ -25,7 +25,8 @@ from llmcore.stage import StageRef, content_key, key_config
 from tasks.common import bind
 from tasks.evaluate import PREDICTIONS, RESULTS, evaluate_task
 
-SHOWN_CHARS = 120  # example texts are cut to this length in the markdown artifact: four columns fit a page
+SHOWN_CHARS = 120  # example texts are cut to this length in the markdown artifact
+SHOWN = (("source", "source"), ("reference", "reference"), ("model", "prediction"), ("baseline", "baseline"))
 
 
 def table_rows(results: list[dict]) -> list[dict]:
@@ -40,22 +41,23 @@ def table_rows(results: list[dict]) -> list[dict]:
     return rows
 
 
-def _cell(text: str) -> str:
-    """One table cell: on one line, cut short, with the task tokens (<2de>, <user>) shown rather than read as HTML."""
+def _text(text: str) -> str:
+    """On one line, cut short, with the task tokens (<2de>, <user>) shown rather than read as HTML."""
     text = " ".join(text.split())
     text = text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + " ..."
-    return html.escape(text, quote=False).replace("|", "\\|") or " "
+    return html.escape(text, quote=False) or "(empty)"
 
 
 def examples_markdown(results: list[dict]) -> str:
+    """A few examples per task, each a list of its texts: the UI never wraps a table cell, so a table of them
+    would run far past the page, whereas list items wrap."""
     parts = ["# Example outputs"]
     for r in results:
         full = Path(r["manifest"]).parent / PREDICTIONS
         lines = [f"## {r['name']} ({r['task']}, baseline: {r['baseline']['name']})", "",
-                 f"Cut to {SHOWN_CHARS} characters; every example in full: `{full}`", "",
-                 "| source | reference | model | baseline |", "|---|---|---|---|"]
-        lines += [f"| {_cell(s['source'])} | {_cell(s['reference'])} | {_cell(s['prediction'])} | {_cell(s['baseline'])} |"
-                  for s in r["samples"]]
+                 f"Cut to {SHOWN_CHARS} characters; every example in full: `{full}`"]
+        for i, sample in enumerate(r["samples"], 1):
+            lines += ["", f"**Example {i}**", "", *(f"- **{label}**: {_text(sample[key])}" for label, key in SHOWN)]
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-from prefect import flow
+from prefect import flow, get_client, tags
+from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 
 from flows.data import DEFAULT_DATA_ROOT, data_flow
@@ -20,12 +23,12 @@ from flows.finetune import finetune_flow
 from flows.pretrain import pretrain_flow
 from llmcore.config import PipelineConfig
 from llmcore.housekeeping import LATEST
-from llmcore.manifest import MANIFEST
+from llmcore.stage import StageRef
 from tasks.results import DataRootResults
 
 
 def stage_of(manifest_path: str) -> str:
-    """`<root>/<stage>/<key>/manifest.json` -> stage."""
+    """`<root>/<stage>/<key>/<manifest>` -> stage."""
     return Path(manifest_path).parent.parent.name
 
 
@@ -35,18 +38,17 @@ DATA_STAGES = ("ingest", "clean", "language", "dedup", "augment", "tokenizer", "
 
 def finished(root: str, flow_name: str, config: PipelineConfig) -> list[str]:
     """The manifests an earlier run left for `flow_name` (its latest outputs), or why there are none."""
-    base = Path(root)
     if flow_name == "data":
-        paths = [base / stage / LATEST / MANIFEST for stage in DATA_STAGES]
+        paths = [StageRef(root, stage, LATEST).manifest_path for stage in DATA_STAGES]
         paths = [p for p in paths if p.exists() and (p.parent.parent.name != "augment" or config.data.augment.eda
                                                       or config.data.augment.backtranslation)]
         found = [p.parent.parent.name for p in paths]
         missing = [s for s in ("ingest", "tokenizer", "tokenize") if s not in found]
     elif flow_name == "finetune":
-        paths = [base / "finetune" / task.name / MANIFEST for task in config.finetune]
+        paths = [StageRef(root, "finetune", task.name).manifest_path for task in config.finetune]
         missing = [str(p.parent) for p in paths if not p.exists()]
     else:
-        paths = [base / flow_name / LATEST / MANIFEST]
+        paths = [StageRef(root, flow_name, LATEST).manifest_path]
         missing = [flow_name] if not paths[0].exists() else []
     if missing:
         raise ValueError(f"{root} holds no finished {', '.join(missing)}: run the stages before {flow_name!r} first "
@@ -61,9 +63,22 @@ def run_name() -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
 
 
+@contextmanager
+def tagged(*names: str) -> Iterator[None]:
+    """This flow run tagged with `names`, and the subflow and task runs made in the block (prefect.tags). A
+    deployment creates its run before the flow reads the config that names it, so the flow tags its own run."""
+    run = FlowRunContext.get().flow_run
+    if not set(names) <= set(run.tags):
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run.id, tags=[*run.tags, *(n for n in names if n not in run.tags)])
+    with tags(*names):
+        yield
+
+
 @flow(name="pipeline", flow_run_name=run_name, log_prints=True, persist_result=True, result_serializer="json")
 def pipeline_flow(config: PipelineConfig, data_root: str = DEFAULT_DATA_ROOT, stages: list[str] | None = None) -> dict[str, list[str]]:
-    """Raw text to the stages' manifests and the evaluation results; returns them by flow name."""
+    """Raw text to the stages' manifests and the evaluation results; returns them by flow name. The run and its
+    subflow and task runs are tagged `llmpipe`, `config:<name>` and `root:<data root>`, however it was started."""
     root = os.path.abspath(data_root)
     run = set(stages or FLOWS)
     name = flow_run.name or "pipeline"
@@ -74,19 +89,20 @@ def pipeline_flow(config: PipelineConfig, data_root: str = DEFAULT_DATA_ROOT, st
             return finished(root, flow_name, config)
         return subflow.with_options(result_storage=DataRootResults.of(root), flow_run_name=f"{name}/{flow_name}")(*args)
 
-    data = step("data", data_flow, config.data, root)
-    out = {"data": data}
-    if run & {"pretrain", "finetune", "distill", "evaluate"}:
-        out["pretrain"] = step("pretrain", pretrain_flow, config.pretrain, data[-1], root)
-        out["pretrain"] = out["pretrain"] if isinstance(out["pretrain"], list) else [out["pretrain"]]
-    if config.finetune and run & {"finetune", "distill", "evaluate"}:
-        augment = next((p for p in data if stage_of(p) == "augment"), None)
-        out["finetune"] = step("finetune", finetune_flow, config.finetune, out["pretrain"][0], augment, root)
-        if config.distill and "distill" in run:
-            from flows.distill import distill_flow
+    with tagged("llmpipe", f"config:{config.name}", f"root:{root}"):
+        data = step("data", data_flow, config.data, root)
+        out = {"data": data}
+        if run & {"pretrain", "finetune", "distill", "evaluate"}:
+            out["pretrain"] = step("pretrain", pretrain_flow, config.pretrain, data[-1], root)
+            out["pretrain"] = out["pretrain"] if isinstance(out["pretrain"], list) else [out["pretrain"]]
+        if config.finetune and run & {"finetune", "distill", "evaluate"}:
+            augment = next((p for p in data if stage_of(p) == "augment"), None)
+            out["finetune"] = step("finetune", finetune_flow, config.finetune, out["pretrain"][0], augment, root)
+            if config.distill and "distill" in run:
+                from flows.distill import distill_flow
 
-            out["distill"] = step("distill", distill_flow, config.distill, out["finetune"], root)
-        distilled = out["distill"][-1] if "distill" in out else None
-        if "evaluate" in run:
-            out["evaluate"] = [step("evaluate", evaluate_flow, config.evaluate, out["finetune"], root, distilled)]
+                out["distill"] = step("distill", distill_flow, config.distill, out["finetune"], root)
+            distilled = out["distill"][-1] if "distill" in out else None
+            if "evaluate" in run:
+                out["evaluate"] = [step("evaluate", evaluate_flow, config.evaluate, out["finetune"], root, distilled)]
     return out

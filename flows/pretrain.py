@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 
 from flows.data import DEFAULT_DATA_ROOT
 from llmcore.config import PretrainConfig
+from llmcore.data.stage import LAYOUT
 from llmcore.data.tokens import split_totals
 from llmcore.housekeeping import point
 from llmcore.stage import StageRef, content_key, key_config, latest
@@ -34,7 +35,7 @@ def continued(config: PretrainConfig, base: dict, new: list[tuple[str, str]], to
     """The job that continues `base` over the `new` token parts (a tokenize stage of their own), with as many
     steps per token as the config gives the whole corpus."""
     root, manifest = tokens.root, tokens.manifest()
-    delta_key = content_key("tokenize-new", [key for _, key in new])
+    delta_key = content_key("tokenize-new", LAYOUT, [key for _, key in new])
     bind(stages.finalize, root)(root, "tokenize", delta_key, new, manifest["config"], [manifest["key"]], None,
                                 {"tokenizer": manifest["tokenizer"], "new_parts_of": manifest["key"]})
     delta = StageRef(root, "tokenize", delta_key)

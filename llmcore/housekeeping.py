@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from llmcore.manifest import MANIFEST
+from llmcore.manifest import HIDDEN_MANIFEST, MANIFEST
 from llmcore.stage import PARTS, StageRef
 
 LATEST = "latest"
@@ -94,7 +94,7 @@ def collect(root: str | Path) -> Garbage:
         if path in reached:
             continue
         reached.add(path)
-        for f in (path / MANIFEST, path / "results.json", path / "summary.json"):
+        for f in (path / MANIFEST, path / HIDDEN_MANIFEST, path / "results.json", path / "summary.json"):
             if f.is_file():
                 keys = {k for s in _strings(json.loads(f.read_text())) for k in KEY.findall(s)}  # keys, paths with keys
                 todo += [p for k in keys for p in index.get(k, [])]

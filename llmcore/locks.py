@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 
 def lock_path(marker: Path) -> Path:
-    return marker.with_name(f".{marker.name}.lock")
+    return marker.with_name(f".{marker.name.lstrip('.')}.lock")  # hidden, once: `.manifest.json` -> `.manifest.json.lock`
 
 
 @contextmanager

@@ -1,7 +1,8 @@
 """Atomic writes, ledgers and manifests of stage directories (keys and the manifest writer: llmcore/stage.py).
 
-A stage writes `<data_root>/<stage>/<key>/`; it is complete iff its `manifest.json` exists, and
-the manifest is always the last file written, atomically.
+A stage writes `<data_root>/<stage>/<key>/`; it is complete iff its manifest exists, and the manifest is
+always the last file written, atomically. A document stage's manifest is `.manifest.json` (see llmcore/stage.py),
+the others' `manifest.json`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
+# a document stage's: pandas, pyarrow and datasets skip dot-names, so that its directory reads as a dataset of its shards
+HIDDEN_MANIFEST = "." + MANIFEST
 
 
 class ManifestError(ValueError):
@@ -149,8 +152,9 @@ def describe_file(path: Path, root: Path, rows: int) -> dict:
 
 
 def read_manifest(stage_dir: str | Path) -> dict | None:
-    path = Path(stage_dir) / MANIFEST
-    if not path.exists():
+    """The manifest of a stage directory (a document stage's or another's), or None while the stage is unfinished."""
+    path = next((p for p in (Path(stage_dir) / HIDDEN_MANIFEST, Path(stage_dir) / MANIFEST) if p.exists()), None)
+    if path is None:
         return None
     try:
         return json.loads(path.read_text())

@@ -1,11 +1,14 @@
 """The stage interface: where a stage's output lives, what enters its key, and its one manifest writer.
 
-A stage writes `<root>/<stage>/<key>/` and is complete iff its `manifest.json` exists (written last,
+A stage writes `<root>/<stage>/<key>/` and is complete iff its manifest exists (written last,
 atomically). Document stages split their work into *parts*, each stored once under
 `<root>/<stage>/parts/<part key>/`, where the part key hashes the stage, its code version, the config
 fields that change output and the content identity of the part's own input (an input file's bytes,
 an upstream shard's sha256), never the whole input list: a new input file costs its own parts only.
 A stage directory links the parts it is made of, in arrival order, and its manifest lists them.
+A document stage's directory holds its shards and, under dot-names (`.manifest.json`, llmcore/data/stage.py),
+everything else, so that `pd.read_parquet(dir)` and `datasets.load_dataset(..., data_dir=dir)` read its documents;
+the other stages' manifest is `manifest.json`.
 No Prefect here: tasks/ wraps these for the orchestrator.
 """
 
@@ -19,12 +22,18 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from llmcore.manifest import MANIFEST, atomic_write_json, canonical_json, read_manifest
+from llmcore.manifest import HIDDEN_MANIFEST, MANIFEST, atomic_write_json, canonical_json, read_manifest
 
 PARTS = "parts"  # <root>/<stage>/parts/<part key>/: the content-addressed parts of a document stage
 OUTPUT_ONLY = {"key": False}  # json_schema_extra of a config field that changes how a stage runs, never what it writes
 # a field out of keys that chooses what a grown corpus reuses (tokenizer.refit, pretrain.on_new_data): not output-neutral
 POLICY = {"key": False, "policy": True}
+# the stages whose directories read as datasets of their shards: their manifest is hidden (llmcore/data/stage.py)
+DOCUMENT_STAGES = ("ingest", "clean", "language", "dedup", "augment", "tokenize")
+
+
+def manifest_name(stage: str) -> str:
+    return HIDDEN_MANIFEST if stage in DOCUMENT_STAGES else MANIFEST
 
 
 def content_key(*items: Any) -> str:
@@ -75,7 +84,7 @@ class StageRef:
 
     @property
     def manifest_path(self) -> Path:
-        return self.path / MANIFEST
+        return self.path / manifest_name(self.stage)
 
     def manifest(self) -> dict | None:
         return read_manifest(self.path)
@@ -84,10 +93,15 @@ class StageRef:
         return self.manifest_path.exists()
 
     @classmethod
-    def of(cls, manifest_path: str | Path) -> StageRef:
-        """The stage whose manifest is at `manifest_path` (`<root>/<stage>/<key>/manifest.json`)."""
-        path = Path(manifest_path).resolve().parent
+    def at(cls, path: str | Path) -> StageRef:
+        """The stage whose directory is `path` (`<root>/<stage>/<key>`, or a name pointing at it)."""
+        path = Path(path).resolve()
         return cls(str(path.parent.parent), path.parent.name, path.name)
+
+    @classmethod
+    def of(cls, manifest_path: str | Path) -> StageRef:
+        """The stage whose manifest is at `manifest_path`."""
+        return cls.at(Path(manifest_path).parent)
 
 
 def part_path(root: str | Path, stage: str, part_key: str) -> Path:
@@ -109,7 +123,7 @@ def latest(root: str | Path, stage: str, where: dict | None = None, accept: Call
     """The most recently finished output of `stage` under `root` whose manifest has the fields of `where` (and
     that `accept` accepts)."""
     found = []
-    for manifest_path in (Path(root) / stage).glob(f"*/{MANIFEST}"):
+    for manifest_path in (Path(root) / stage).glob(f"*/{manifest_name(stage)}"):
         manifest = read_manifest(manifest_path.parent)
         if manifest and all(manifest.get(k) == v for k, v in (where or {}).items()) and (accept is None or accept(manifest)):
             found.append((manifest_path.stat().st_mtime_ns, manifest["key"]))

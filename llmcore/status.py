@@ -29,8 +29,8 @@ def _scores(values: dict) -> str:
 def report(root: str | Path) -> str:
     root = Path(root).resolve()
     found = names(root)
-    latest = {name.split("/")[0]: StageRef.of(path / "manifest.json") for name, path in found.items()
-              if name.endswith(f"/{LATEST}") and (path / "manifest.json").exists()}
+    pointed = {name.split("/")[0]: StageRef.at(path) for name, path in found.items() if name.endswith(f"/{LATEST}")}
+    latest = {stage: ref for stage, ref in pointed.items() if ref.done()}
     out = [f"Data root {root}"]
     stages = [s for s in DATA_STAGES if s in latest]
     if stages:
@@ -49,8 +49,8 @@ def report(root: str | Path) -> str:
                        "scores": f"{m['summary']['metric']} {best:.3f}" if isinstance(best, float) else "-",
                        "size": _size(latest["pretrain"].path)})
     for name, path in sorted(found.items()):
-        if name.startswith("finetune/") and not name.endswith(f"/{LATEST}") and (path / "manifest.json").exists():
-            m = json.loads((path / "manifest.json").read_text())
+        if name.startswith("finetune/") and not name.endswith(f"/{LATEST}") and StageRef.at(path).done():
+            m = StageRef.at(path).manifest()
             models.append({"model": name, "path": str(path / m["model"]), "scores": _scores(m["validation"]),
                            "size": _size(path / m["model"])})
     out += ["", "Models (validation scores)", format_table(models) if models else "(none yet)"]

@@ -57,13 +57,15 @@ class Reporter:
         self.progress = None
         self.max_steps, self.first_step, self.started = 1, 0, time.monotonic()
         self.updated = 0.0
-        self.evaluation = ""
+        self.loss, self.evaluation = None, ""  # the latest ones, still shown once the run has ended
 
     def __call__(self, event: dict) -> None:
         kind = event["event"]
         if kind != "train" or time.monotonic() - self.logged >= self.log_every_s:  # metrics.jsonl has every step
             (self.logger.error if kind == "error" else self.logger.info)(describe(event))
             self.logged = time.monotonic() if kind == "train" else self.logged
+        if kind == "train":
+            self.loss = event["loss"]
         if kind == "start":
             self.max_steps, self.first_step, self.started = event["max_steps"], event["step"], time.monotonic()
             self.progress = create_progress_artifact(self._percent(event), description=self._status(event))
@@ -85,8 +87,8 @@ class Reporter:
     def _status(self, event: dict) -> str:
         step = event.get("step", self.max_steps)
         parts = [f"{self.label}: step {step}/{self.max_steps}"]
-        if "loss" in event:
-            parts.append(f"loss {_round(event['loss'])}")
+        if self.loss is not None:
+            parts.append(f"loss {_round(self.loss)}")
         if self.evaluation:
             parts.append(self.evaluation)
         done = step - self.first_step

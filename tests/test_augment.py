@@ -67,7 +67,7 @@ def runs(prefect_server, one_thread, corpus, tmp_path_factory) -> dict:
     stage_dir = Path(root, "augment", augment["key"])
     # the global step's output (models, pairs, paraphrases) is kept apart from the stage directory, under its key
     [bt_dir] = Path(root, "augment", "backtranslation").iterdir()
-    synthetic = stage_dir / SYNTHETIC  # linked in from the global step's directory
+    synthetic = stage_dir / ("." + SYNTHETIC)  # linked in from the global step's directory, under a dot-name
     assert synthetic.samefile(bt_dir / SYNTHETIC)
     mtime = synthetic.stat().st_mtime_ns
     second = data_flow(cfg, root, return_state=True)
@@ -83,12 +83,12 @@ def test_stage_sits_between_dedup_and_tokenizer(runs):
     stages = [m["stage"] for m in runs["manifests"]]
     assert stages == ["ingest", "clean", "language", "dedup", "augment", "tokenizer", "tokenize"]
     dedup, augment, tokenize = (runs["manifests"][i] for i in (3, 4, 6))
-    assert augment["synthetic"] == SYNTHETIC and augment["pair"] == ["en", "de"]
+    assert augment["synthetic"] == "." + SYNTHETIC and augment["pair"] == ["en", "de"]
     assert augment["upstream"][0] == dedup["key"] and tokenize["ledger"]["rows_in"] == augment["ledger"]["rows_out"]
 
 
 def test_synthetic_pairs_are_marked_readable_and_from_german_documents(runs):
-    path = runs["dir"] / SYNTHETIC
+    path = runs["dir"] / runs["augment"]["synthetic"]
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert 0 < len(lines) <= 12 and all(line["synthetic"] is True for line in lines)
     pairs = load_translation(path, "en", "de")
@@ -107,7 +107,7 @@ def test_reverse_model_never_saw_a_test_pair(runs):
     assert trained["examples"]["train"] == len(reverse["train"])  # run() trained on this split, no more
     assert forward_test and not forward_test & {ex.key for ex in reverse["train"]}
     held_out = {ex.source for part in ("validation", "test") for ex in reverse[part]}
-    synthetic = load_translation(runs["dir"] / SYNTHETIC, "en", "de")
+    synthetic = load_translation(runs["dir"] / runs["augment"]["synthetic"], "en", "de")
     assert not held_out & {ex.target for ex in synthetic}  # no evaluation sentence comes back as a synthetic pair
 
 
@@ -134,7 +134,7 @@ def test_second_run_is_all_cached_and_translates_nothing(runs):
     names = {r.name: r.state.name for r in task_runs(runs["second"].state_details.flow_run_id)}
     assert {"augment-model-reverse", "augment-model-forward", "augment-translate", "finalize-augment"} <= set(names)
     assert [name for name, state in names.items() if state != "Cached"] == []
-    assert (runs["dir"] / SYNTHETIC).stat().st_mtime_ns == runs["mtime"]
+    assert (runs["dir"] / runs["augment"]["synthetic"]).stat().st_mtime_ns == runs["mtime"]
 
 
 def test_sentence_choice_ignores_shard_order(runs):
@@ -156,4 +156,4 @@ def test_a_given_reverse_model_is_used_instead_of_training_one(runs, corpus, tmp
     assert "augment-translate" in names and not [n for n in names if n.startswith("augment-model")]
     [bt_dir] = set(Path(runs["root"], "augment", "backtranslation").iterdir()) - {runs["bt"]}  # its own global step
     assert (bt_dir / SYNTHETIC).exists() and not (bt_dir / "reverse").exists()
-    assert len(load_translation(Path(runs["root"], "augment", manifest["key"], SYNTHETIC), "en", "de")) <= 4
+    assert len(load_translation(Path(runs["root"], "augment", manifest["key"], manifest["synthetic"]), "en", "de")) <= 4

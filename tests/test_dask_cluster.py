@@ -17,7 +17,7 @@ import pytest
 
 from flows.data import data_flow
 from llmcore.config import DataConfig, IngestConfig, LanguageConfig, RunnerConfig, SourceConfig, TokenizerConfig
-from llmcore.manifest import file_sha256
+from llmcore.manifest import HIDDEN_MANIFEST, file_sha256
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from dask_cluster import DaskCluster  # noqa: E402
@@ -101,12 +101,12 @@ def test_a_worker_killed_mid_stage_the_run_completes(threads, cluster, corpus, t
     while flow.is_alive() and killed is None and time.monotonic() < deadline:
         # the language stage: once its first part is done and others are running, the busiest worker goes
         done = list(root.glob("language/parts/*/summary.json"))
-        if done and not list(root.glob("language/*/manifest.json")):
+        if done and not list(root.glob(f"language/*/{HIDDEN_MANIFEST}")):
             busy = {name: n for name, n in cluster.processing().items() if n}
             if busy:
                 killed = max(busy, key=busy.get)
                 cluster.kill(killed)
-                stage_done_at_kill = bool(list(root.glob("language/*/manifest.json")))
+                stage_done_at_kill = bool(list(root.glob(f"language/*/{HIDDEN_MANIFEST}")))
         time.sleep(0.05)
     flow.join(timeout=600)
     assert killed is not None, "the language stage finished before a worker could be killed"

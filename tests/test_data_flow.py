@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
@@ -13,7 +16,10 @@ from flow_helpers import stage_of, task_runs
 from flows.cli import main
 from flows.data import data_flow
 from flows.rerun import retry_flow_run
-from llmcore.config import DataConfig, IngestConfig, LanguageConfig, SourceConfig
+from llmcore.config import AugmentConfig, DataConfig, EdaConfig, IngestConfig, LanguageConfig, SourceConfig
+from llmcore.housekeeping import LATEST
+from llmcore.manifest import HIDDEN_MANIFEST
+from llmcore.stage import DOCUMENT_STAGES, StageRef
 from tasks.common import FAIL_ENV
 
 STAGES = ["ingest", "clean", "language", "dedup", "tokenizer", "tokenize"]
@@ -56,6 +62,39 @@ def test_second_run_executes_no_stage(prefect_server, config, tmp_path):
     assert [row["stage"] for row in json.loads(artifact.data)] == STAGES
 
 
+def test_stage_directories_read_as_datasets(prefect_server, config, tmp_path):
+    """pandas and datasets, pointed at a document stage's directory, read exactly its kept documents: its rejected
+    rows, quarantine and manifest lie beside the shards under dot-names, which both skip."""
+    import datasets
+
+    root, cache = tmp_path / "data", str(tmp_path / "hf-cache")
+    augmented = config.model_copy(update={"augment": AugmentConfig(eda=EdaConfig(fraction=0.3))})
+    refs = {ref.stage: ref for ref in map(StageRef.of, data_flow(augmented, str(root)))}
+    assert set(refs) == {*DOCUMENT_STAGES, "tokenizer"}
+    assert refs["dedup"].manifest()["rejected"] and refs["ingest"].manifest()["ledger"]["quarantined"]  # to be left out
+    for stage in DOCUMENT_STAGES:
+        directory = root / stage / LATEST  # the name a person uses; datasets resolves it, pyarrow follows it
+        assert directory.resolve() == refs[stage].path
+        manifest = refs[stage].manifest()
+        ids = {split: sorted(i for f in manifest["files"] if f.get("split", "train") == split for i in _ids(directory / f["path"]))
+               for split in ("train", "validation")}
+        assert sum(map(len, ids.values())) == manifest["ledger"]["rows_out"]
+        if stage == "tokenize":  # Arrow token shards, in one directory per split
+            loaded = datasets.load_dataset("arrow", data_dir=str(directory), cache_dir=cache)
+            assert list(loaded) == ["train", "validation"] and all(ids.values())
+        else:
+            assert sorted(pd.read_parquet(directory)["id"]) == ids["train"], stage
+            loaded = datasets.load_dataset("parquet", data_dir=str(directory), cache_dir=cache)
+            assert list(loaded) == ["train"], stage
+        assert {split: sorted(rows["id"]) for split, rows in loaded.items()} == {s: i for s, i in ids.items() if i}, stage
+
+
+def _ids(path: Path) -> list[str]:
+    """The document ids of one shard, Parquet or Arrow stream, read on its own."""
+    table = pa.ipc.open_stream(pa.memory_map(str(path))).read_all() if path.suffix == ".arrow" else pq.read_table(path)
+    return table.column("id").to_pylist()
+
+
 def test_retry_of_failed_run_reruns_only_the_failed_stage(prefect_server, config, tmp_path, monkeypatch):
     root = str(tmp_path / "data")
     monkeypatch.setenv(FAIL_ENV, "language")
@@ -65,7 +104,7 @@ def test_retry_of_failed_run_reruns_only_the_failed_stage(prefect_server, config
     first_attempt = task_runs(flow_run_id)
     # the injected failure fails a part; parts still running when the flow stops are cancelled
     assert "Failed" in {r.state.name for r in first_attempt if stage_of(r) == "language"} <= {"Failed", "Crashed"}
-    assert not list((tmp_path / "data").glob("language/*/manifest.json"))
+    assert not list((tmp_path / "data").glob(f"language/*/{HIDDEN_MANIFEST}"))
 
     monkeypatch.delenv(FAIL_ENV)
     assert retry_flow_run(flow_run_id).is_completed()

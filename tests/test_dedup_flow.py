@@ -123,5 +123,5 @@ def test_dask_local_cluster_gives_the_same_output_as_threads(runs, corpus, tmp_p
         Path(p).relative_to(tmp_path / "dask") for p in dask
     ]
     files = dedup_files(dedup_manifest(threads))
-    assert any(name.startswith("signatures/") for name in files) and any("/rejected/" in name for name in files)
+    assert any(name.startswith("signatures/") for name in files) and any("/.rejected/" in name for name in files)
     assert dedup_files(dedup_manifest(dask)) == files

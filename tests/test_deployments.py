@@ -27,6 +27,7 @@ from prefect.client.schemas.objects import StateType
 from flow_helpers import children, stage_of, task_runs
 from flows.serve import load_deployments
 from live_prefect import wait_final
+from llmcore.manifest import HIDDEN_MANIFEST
 from tasks.common import FAIL_ENV
 
 pytestmark = pytest.mark.slow
@@ -100,7 +101,14 @@ def test_serve_serves_what_prefect_deploy_deployed(deployed):
 
 def test_worker_runs_the_triggered_pipeline(deployed, pipeline_run):
     assert pipeline_run.state.is_completed(), pipeline_run.state.message
-    manifests = sorted(p.parent.parent.name for p in deployed.data_root.glob("*/*/manifest.json"))
+    # tagged as `llmpipe run` tags its runs, by the flow from the config it was given: the run, its subflow runs, their tasks
+    tags = {"llmpipe", "config:deployed", f"root:{pipeline_run.parameters['data_root']}"}
+    with deployed.server.settings():
+        subflows = children(pipeline_run.id)
+    stage_tasks = stage_task_runs(deployed.server, pipeline_run.id)
+    assert tags <= set(pipeline_run.tags) and subflows and stage_tasks
+    assert all(tags <= set(r.tags) for r in subflows + stage_tasks)
+    manifests = sorted(p.parent.parent.name for p in deployed.data_root.glob(f"*/*/{HIDDEN_MANIFEST}"))
     assert BEFORE | {FAILING} <= set(manifests)
     assert list((deployed.data_root / "prefect-results").iterdir())  # task and flow results on the shared root
     with deployed.server.settings(), get_client(sync_client=True) as client:
@@ -120,7 +128,7 @@ def test_retry_of_a_failed_deployment_run_reruns_only_the_failed_stages(deployed
     failing = {r.state.name for r in first if stage_of(r) == FAILING}
     assert "Failed" in failing and failing <= {"Failed", "Crashed"}  # parts in flight when the run stopped: Crashed
     assert {r.state.name for r in first if stage_of(r) in BEFORE} == {"Completed"}
-    assert not list(tmp_path.glob(f"shared/{FAILING}/*/manifest.json"))
+    assert not list(tmp_path.glob(f"shared/{FAILING}/*/{HIDDEN_MANIFEST}"))
 
     server.cli("flow-run", "retry", str(run_id))
     server.run_worker_once()

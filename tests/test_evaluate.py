@@ -158,7 +158,7 @@ def test_evaluate_flow_scores_each_model_beside_its_baseline_and_reruns_cached(p
     [examples] = artifacts(flow_run, key=ArtifactFilterKey(any_=["evaluation-examples"]))
     for result in combined["tasks"]:
         assert f"## {result['name']} ({result['task']}, baseline: {result['baseline']['name']})" in examples.data
-    assert examples.data.count("\n| ") == 3 * (1 + 2)  # a header and two examples per task
+    assert examples.data.count("\n**Example ") == 3 * 2 and examples.data.count("\n- **model**: ") == 3 * 2  # two per task
 
     written = {m: (Path(m).parent / "results.json").stat().st_mtime_ns for m in (r["manifest"] for r in combined["tasks"])}
     again = evaluate_flow(config, manifests, str(root), return_state=True)

@@ -14,7 +14,7 @@ import pytest
 from llmcore.config import CleanConfig, IngestConfig, SourceConfig
 from llmcore.data.parts import clean_part, ingest_part
 from llmcore.data.readers import SourceError, list_inputs
-from llmcore.data.stage import PartDir, assemble, read_rows
+from llmcore.data.stage import HIDDEN_QUARANTINE, PartDir, assemble, read_rows
 from llmcore.data.stages import Ingest
 from llmcore.stage import StageRef
 
@@ -307,7 +307,7 @@ def test_quarantine_is_streamed_to_disk_not_held_in_memory(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 4 * 2**20, f"peak {peak / 2**20:.1f} MiB"
-    merged = (stage.path / "quarantine.jsonl").read_bytes()
+    merged = (stage.path / HIDDEN_QUARANTINE).read_bytes()
     parts = [part_dir(root, s["part"]).path / s["quarantine"] for s in summaries]
     assert merged == b"".join(p.read_bytes() for p in parts) and merged.count(b"\n") == 10_000
     assert not list(root.rglob("*.tmp"))

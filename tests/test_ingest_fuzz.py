@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from llmcore.config import IngestConfig, SourceConfig
 from llmcore.data.readers import printable_path
-from llmcore.data.stage import PartDir, read_rows
+from llmcore.data.stage import HIDDEN_QUARANTINE, PartDir, read_rows
 from llmcore.data.stages import Ingest, run_local
 from llmcore.stage import StageRef
 
@@ -333,5 +333,5 @@ def test_fuzzed_inputs_never_crash_and_every_record_is_accounted_for(tmp_path):
     assert not plans, f"files not listed as inputs: {sorted(plans)[:3]}"
     ledger = manifest["ledger"]
     assert ledger["rows_in"] == ledger["rows_out"] + sum(ledger["dropped"].values()) + ledger["quarantined"]
-    merged = StageRef(str(root.resolve()), "ingest", manifest["key"]).path / "quarantine.jsonl"
+    merged = StageRef(str(root.resolve()), "ingest", manifest["key"]).path / HIDDEN_QUARANTINE
     assert merged.read_bytes().count(b"\n") == ledger["quarantined"]

@@ -13,7 +13,7 @@ import torch
 
 from llmcore.data.loader import TokenLoader, TokenStream
 from llmcore.data.tokens import TokenShardError, open_split
-from llmcore.manifest import read_manifest
+from llmcore.manifest import HIDDEN_MANIFEST, read_manifest
 from llmcore.objectives import make_objective
 from token_helpers import sample_texts, token_stage
 
@@ -152,7 +152,7 @@ def test_the_loader_refuses_a_changed_shard(stages, tmp_path):
     with pytest.raises(TokenShardError, match=r"truncated.*delete the part") as err:
         loader(stage, "clm", split=entry["split"])
     message = str(err.value)
-    assert f"delete the part {part} and {stage / 'manifest.json'}, then rerun the data flow" in message
+    assert f"delete the part {part} and {stage / HIDDEN_MANIFEST}, then rerun the data flow" in message
 
 
 def test_too_many_ranks_for_the_documents_is_an_error(stages, tmp_path):

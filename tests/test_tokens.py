@@ -13,7 +13,7 @@ from llmcore.config import TokenizeConfig
 from llmcore.data import tokens
 from llmcore.data.stage import PartDir, read_rows
 from llmcore.data.stages import Tokenize, run_local
-from llmcore.manifest import MANIFEST, file_sha256, read_manifest
+from llmcore.manifest import HIDDEN_MANIFEST, file_sha256, read_manifest
 from llmcore.stage import StageRef
 from llmcore.tokenizer import load_tokenizer
 from token_helpers import sample_texts, token_stage
@@ -115,7 +115,7 @@ def test_a_changed_shard_is_refused_with_rebuild_advice(tmp_path, how):
     assert str(stage / entry["path"]) in message
     assert ("truncated" if how == "truncate" else "sha256") in message
     part = PartDir(tmp_path, "tokenize", entry["part"])
-    assert f"delete the part {part.path} and {stage / MANIFEST}, then rerun the data flow" in message
+    assert f"delete the part {part.path} and {stage / HIDDEN_MANIFEST}, then rerun the data flow" in message
     assert "--refresh-cache" not in message
     if how == "flip":  # a same-size change is only seen by the checksum
         tokens.open_split(stage, entry["split"], verify="size")
@@ -125,7 +125,7 @@ def test_a_changed_shard_is_refused_with_rebuild_advice(tmp_path, how):
               for f in read_manifest(stage)["files"] if f["part"] != entry["part"]}
     assert others
     shutil.rmtree(part.path)
-    (stage / MANIFEST).unlink()
+    (stage / HIDDEN_MANIFEST).unlink()
     tokenizer = StageRef(str(tmp_path), "tokenizer", "gpt")
     manifest = run_local(Tokenize(TokenizeConfig(validation_fraction=0.1), tokenizer), tmp_path,
                          StageRef(str(tmp_path), "docs", "k"))

@@ -12,7 +12,7 @@ from flows.data import data_flow
 from llmcore.config import DataConfig, IngestConfig, LanguageConfig, RunnerConfig, SourceConfig, TokenizerConfig
 from llmcore.data.loader import TokenLoader
 from llmcore.data.tokens import TokenShardError, split_totals
-from llmcore.manifest import MANIFEST, file_sha256
+from llmcore.manifest import HIDDEN_MANIFEST, file_sha256
 from llmcore.objectives import make_objective
 from token_helpers import SAMPLE
 
@@ -59,9 +59,9 @@ def test_the_data_flow_ends_in_token_shards_that_rebuild_after_damage(prefect_se
         TokenLoader(stage, clm, 4)
     # the advice, followed: delete the part and the stage manifest it names, rerun the data flow
     part = root / "tokenize" / "parts" / entry["part"]
-    assert str(part) in str(err.value) and str(stage / MANIFEST) in str(err.value)
+    assert str(part) in str(err.value) and str(stage / HIDDEN_MANIFEST) in str(err.value)
     shutil.rmtree(part)
-    (stage / MANIFEST).unlink()
+    (stage / HIDDEN_MANIFEST).unlink()
     assert data_flow(config, str(root)) == paths
     assert file_sha256(shard) == entry["sha256"]
     after = next(TokenLoader(stage, clm, 4, seed=1))

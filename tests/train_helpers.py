@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from llmcore.config import PretrainConfig
-from llmcore.manifest import MANIFEST, read_manifest
+from llmcore.manifest import HIDDEN_MANIFEST, read_manifest
 from llmcore.train.pretrain import PretrainJob
 from token_helpers import sample_texts, token_stage
 
@@ -33,7 +33,7 @@ def data_root(tmp: Path, family: str = "gpt") -> tuple[Path, Path]:
     tokens = stage(tmp / "stages", family)
     root = tmp / "data"
     shutil.copytree(tokens.parents[1], root)
-    return root, root / tokens.relative_to(tokens.parents[1]) / MANIFEST
+    return root, root / tokens.relative_to(tokens.parents[1]) / HIDDEN_MANIFEST
 
 
 def tiny(family: str = "gpt", **train) -> PretrainConfig:

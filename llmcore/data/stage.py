@@ -6,8 +6,10 @@ and atomically: a part is done iff its summary exists, so a rerun after a crash 
 that had not finished, and a later run over a grown corpus finds every old part under the same key.
 `assemble` checks every part is done, hard-links the parts' files into the stage directory under
 their position names (`part-00003.parquet`: arrival order), merges the quarantines and writes the
-manifest. Quarantines are streamed to disk, never held in memory: a source of a million bad lines
-costs disk, not RAM.
+manifest. In the stage directory everything but the kept shards has a dot-name (`.rejected/`,
+`.quarantine.jsonl`, `.manifest.json`), which pandas, pyarrow and datasets skip: the directory reads
+as a dataset of the stage's documents. Quarantines are streamed to disk, never held in memory: a
+source of a million bad lines costs disk, not RAM.
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ from llmcore.stage import StageRef, part_path, write_manifest
 RAW_BYTES_KEPT = 64 * 1024  # quarantine keeps this much of an unparseable record's raw bytes
 STEM = "part"  # a part names its files part*.parquet; the stage directory renames them to the part's position
 SUMMARY = "summary.json"
-QUARANTINE = "quarantine.jsonl"
+QUARANTINE = "quarantine.jsonl"  # a part's; the stage directory's is HIDDEN_QUARANTINE
+HIDDEN_QUARANTINE, REJECTED = "." + QUARANTINE, ".rejected"
+# the stage directory layout, in stage keys but not in part keys (a new layout links finished parts anew, computes
+# nothing): 2: bookkeeping under dot-names. A layout-1 directory reassembled in place would keep its old files.
+LAYOUT = 2
 
 
 class PartDir:
@@ -62,20 +68,25 @@ def assemble(ref: StageRef, parts: list[tuple[str, str]], config: Any, upstream:
             raise RuntimeError(f"{part.summary_path} is missing: part {name} of stage {ref.stage} never finished; "
                                "rerun the flow (finished parts are reused)")
         summaries.append((name, key, summary))
-        for entries, out in ((summary["files"], files), (summary["rejected"], rejected)):
-            for f in entries:
-                target = _renamed(f["path"], name)
-                link(part.path / f["path"], ref.path / target)
-                out.append({**f, "path": target, "part": key})
+        for f in summary["files"]:
+            files.append(_link_in(ref, part, f, _renamed(f["path"], name)))
+        for f in summary["rejected"]:
+            rejected.append(_link_in(ref, part, f, str(Path(REJECTED, _renamed(Path(f["path"]).name, name)))))
     ledger = sum((Ledger.from_dict(s["ledger"]) for _, _, s in summaries), Ledger()).check(str(ref.path))
     if upstream_rows is not None and ledger.rows_in != upstream_rows:
         raise AssertionError(f"{ref.path}: read {ledger.rows_in} rows but the upstream stage wrote {upstream_rows}")
     quarantines = [PartDir(ref.root, ref.stage, k).path / s["quarantine"] for _, k, s in summaries if s.get("quarantine")]
-    _concatenate(quarantines, ref.path / QUARANTINE)
+    _concatenate(quarantines, ref.path / HIDDEN_QUARANTINE)
     return write_manifest(
-        ref, config, upstream, files, ledger=ledger.to_dict(), rejected=rejected, quarantine=QUARANTINE,
+        ref, config, upstream, files, ledger=ledger.to_dict(), rejected=rejected, quarantine=HIDDEN_QUARANTINE,
         parts={name: {"key": key, **s.get("info", {})} for name, key, s in summaries}, **(extra or {}),
     )
+
+
+def _link_in(ref: StageRef, part: PartDir, entry: dict, target: str) -> dict:
+    """A part's file linked into the stage directory as `target`; its manifest entry."""
+    link(part.path / entry["path"], ref.path / target)
+    return {**entry, "path": target, "part": part.key}
 
 
 def _renamed(path: str, name: str) -> str:

@@ -18,7 +18,7 @@ from llmcore.data import parts as work
 from llmcore.data import tokens
 from llmcore.data.dedup import steps as dedup
 from llmcore.data.readers import doc_base, list_inputs, printable_path
-from llmcore.data.stage import PartDir, assemble
+from llmcore.data.stage import LAYOUT, PartDir, assemble
 from llmcore.manifest import file_sha256
 from llmcore.stage import StageRef, content_key, key_config
 
@@ -60,7 +60,7 @@ class DocStage:
 
     def stage_key(self, parts: list[Part]) -> str:
         """The stage output: these parts in this order (a new input file makes a new stage directory of links)."""
-        return content_key(self.name, self.version, [p.key for p in parts])
+        return content_key(self.name, self.version, LAYOUT, [p.key for p in parts])
 
     def run(self, part_dir: PartDir, part: Part) -> dict:
         raise NotImplementedError

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from llmcore import tokenizer as toks
 from llmcore.config import TokenizeConfig, TokenizerConfig
 from llmcore.data.stage import STEM, PartDir
-from llmcore.manifest import MANIFEST, Ledger, commit_file, describe_file, file_sha256, read_manifest, temp_path_for
+from llmcore.manifest import HIDDEN_MANIFEST, Ledger, commit_file, describe_file, file_sha256, read_manifest, temp_path_for
 from llmcore.stage import PARTS, StageRef, key_config, write_manifest
 
 SPLITS = ("train", "validation")
@@ -179,7 +179,7 @@ def open_split(stage_path: str | Path, split: str = "train", verify: str = "sha2
     manifest = read_manifest(stage_path)
     if manifest is None:
         raise TokenShardError(
-            f"{stage_path / MANIFEST} does not exist: the tokenize stage there never finished; rerun the data flow"
+            f"{stage_path / HIDDEN_MANIFEST} does not exist: the tokenize stage there never finished; rerun the data flow"
         )
     entries = [f for f in manifest["files"] if f.get("split") == split]
     if not entries:
@@ -226,7 +226,7 @@ def _rebuild_advice(stage_path: Path, path: Path, entry: dict, problem: str) -> 
     part = stage_path.parent / PARTS / entry.get("part", "?")
     return (
         f"token shard {path} {problem}; refusing to train on it. To rebuild it, delete the part {part} and "
-        f"{stage_path / MANIFEST}, then rerun the data flow (finished parts are reused; only this part is tokenized again)."
+        f"{stage_path / HIDDEN_MANIFEST}, then rerun the data flow (finished parts are reused; only this part is tokenized again)."
     )
 
 

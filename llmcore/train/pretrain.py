@@ -111,7 +111,7 @@ def check(job: PretrainJob, world: World | None = None) -> tuple[TransformerConf
     cfg, world = job.config, world or World()
     manifest = read_manifest(job.tokens)
     if manifest is None or "tokenizer" not in manifest:
-        raise TokenShardError(f"{job.tokens} holds no finished tokenize stage (no manifest.json describing its tokenizer)")
+        raise TokenShardError(f"{job.tokens} holds no finished tokenize stage (no manifest describing its tokenizer)")
     tokenizer = manifest["tokenizer"]
     tokenizer_file = Path(job.tokenizer) / TOKENIZER_FILE
     if not tokenizer_file.exists() or file_sha256(tokenizer_file) != tokenizer["sha256"]:
