@@ -20,8 +20,11 @@ cuda_python() {
   fi
   if [ -d .whl ]; then
     local site=${TMPDIR:-/tmp}/llmpipe-site
-    echo "installing $(ls .whl | wc -l) carried wheels into $site"
-    "$PY" -m pip install --quiet --no-index --no-deps --no-compile --upgrade --target "$site" .whl/*.whl || return 1
+    if [ "$(ls .whl)" != "$(cat "$site/.wheels" 2>/dev/null)" ]; then  # a rerun on the same machine skips this
+      echo "installing $(ls .whl | wc -l) carried wheels into $site"
+      "$PY" -m pip install --quiet --no-index --no-deps --no-compile --upgrade --target "$site" .whl/*.whl || return 1
+      ls .whl > "$site/.wheels"
+    fi
     export PYTHONPATH="$site"
   fi
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the repository on the path instead of an install

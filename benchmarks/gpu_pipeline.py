@@ -111,9 +111,12 @@ def main() -> None:
     corpus = args.workdir / "corpus"
     wanted = {"docs": docs, "bytes": docs * 1000, "files": max(2, min(20, docs // 5000)), "seed": 0}
     t0 = time.time()
-    stats = json.loads((corpus / "corpus.json").read_text()) if (corpus / "corpus.json").exists() else {}
-    if {k: stats.get(k) for k in ("docs", "files", "seed")} != {k: wanted[k] for k in ("docs", "files", "seed")}:
+    made_by = corpus / "request.json"  # the arguments the corpus there was built with
+    if (corpus / "corpus.json").exists() and made_by.exists() and json.loads(made_by.read_text()) == wanted:
+        stats = json.loads((corpus / "corpus.json").read_text())
+    else:
         stats = build(corpus, wanted["docs"], wanted["bytes"], wanted["files"], wanted["seed"])
+        made_by.write_text(json.dumps(wanted))
     print(f"corpus: {stats['docs']:,} documents, {stats['bytes'] / 1e6:.0f} MB, real text {stats['real_share']:.0%} "
           f"({corpus}; {time.time() - t0:.0f} s)", flush=True)
 
