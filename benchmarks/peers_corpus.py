@@ -152,12 +152,20 @@ def man_texts(files: list[Path]) -> Iterator[tuple[str, list[str]]]:
         yield str(path), roff_text(source)
 
 
+def mo_catalog(path: Path) -> dict | None:
+    """A gettext catalog's messages (msgid, or (msgid, plural index) -> msgstr); None where it is malformed or oddly
+    encoded."""
+    try:
+        with path.open("rb") as fh:
+            return gettext.GNUTranslations(fh)._catalog
+    except Exception:
+        return None
+
+
 def mo_texts(files: list[Path]) -> Iterator[tuple[str, list[str]]]:
     for path in files:
-        try:
-            with path.open("rb") as fh:
-                catalog = gettext.GNUTranslations(fh)._catalog
-        except Exception:  # a malformed or oddly encoded catalog: skipped
+        catalog = mo_catalog(path)
+        if catalog is None:  # skipped
             continue
         messages = []
         for key, value in catalog.items():
