@@ -41,9 +41,13 @@ def test_int8_outputs_are_within_tolerance_of_fp32_and_load_back_without_pickle(
     inputs = {"input_ids": ids, **({"decoder_input_ids": ids[:, :5]} if family == "t5" else {})}
     with torch.no_grad():
         expected, got = model(**inputs).logits, quantized(**inputs).logits
-    assert (got - expected).abs().max() <= INT8_TOLERANCE * expected.abs().max()
+    error = (got - expected).abs().max()
+    assert error <= INT8_TOLERANCE * expected.abs().max()
     if family != "bert":  # an untrained model's logits are near ties
-        assert torch.equal(got.argmax(-1), expected.argmax(-1))
+        # the same next token wherever fp32's choice is clear of the quantization error (a near tie may flip)
+        best, second = expected.topk(2, dim=-1).values.unbind(-1)
+        clear = best - second > 2 * error
+        assert clear.float().mean() >= 0.5 and torch.equal(got.argmax(-1)[clear], expected.argmax(-1)[clear])
     with pytest.raises(ValueError, match="quantization"):  # a loader that does not know the layout refuses it
         load(target)
     with pytest.raises(compress.CompressionError, match="CPUs only"):
