@@ -140,11 +140,18 @@ def roff_text(source: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- sources: (kind, name, paragraphs)
+def read_raw(path: Path) -> bytes | None:
+    """A file's bytes, gunzipped where it ends in .gz; None where it cannot be read (skipped by the readers)."""
+    try:
+        return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return None
+
+
 def man_texts(files: list[Path]) -> Iterator[tuple[str, list[str]]]:
     for path in files:
-        try:
-            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        except (OSError, EOFError, gzip.BadGzipFile):
+        raw = read_raw(path)
+        if raw is None:
             continue
         source = raw.decode("utf-8", errors="replace")
         if source.lstrip().startswith(".so "):  # a link to another page
@@ -184,9 +191,8 @@ _TAGS = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]{0,2000}>", re.S | re.I)
 
 def doc_texts(files: list[Path]) -> Iterator[tuple[str, list[str]]]:
     for path in files:
-        try:
-            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        except (OSError, EOFError, gzip.BadGzipFile):
+        raw = read_raw(path)
+        if raw is None:
             continue
         if b"\0" in raw[:4096]:
             continue

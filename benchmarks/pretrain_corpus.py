@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import gzip
 import hashlib
 import json
 import random
@@ -168,10 +167,10 @@ def man_texts(files: list[Path]):
     """peers_corpus.man_texts with groff's accented letters kept (\\(:a, \\('e, \\[u00E9]: the translated pages
     use them; peers_corpus.roff_text drops them)."""
     for path in files:
-        try:
-            source = gzip.decompress(path.read_bytes()).decode("utf-8", errors="replace")
-        except (OSError, EOFError, gzip.BadGzipFile):
+        raw = pc.read_raw(path)
+        if raw is None:
             continue
+        source = raw.decode("utf-8", errors="replace")
         if not source.lstrip().startswith(".so "):
             yield str(path), pc.roff_text(_ACCENT.sub(_accent, source))
 
