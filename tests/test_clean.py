@@ -22,18 +22,18 @@ def test_strip_html_keeps_text_and_breaks():
 
 
 def test_prose_passes_every_rule():
-    assert quality_problem(PROSE, CleanConfig()) is None
+    assert quality_problem(PROSE, CleanConfig())[1] is None
 
 
 def test_each_rule_names_its_reason():
     cfg = CleanConfig(min_chars=20)
-    assert quality_problem("too short", cfg)[0] == "too_short"
-    assert quality_problem("x" * 100_001, CleanConfig())[0] == "too_long"
-    assert quality_problem("Supercalifragilisticexpialidocious antidisestablishment", cfg)[0] == "too_few_words"
-    assert quality_problem("a b c d e f g h i j k l m n o p q r s t", cfg)[0] == "mean_word_length"
-    assert quality_problem("#### $$$$ %%%% &&&& **** @@@@ " * 6 + PROSE, cfg)[0] == "symbol_ratio"
+    assert quality_problem("too short", cfg)[1][0] == "too_short"
+    assert quality_problem("x" * 100_001, CleanConfig())[1][0] == "too_long"
+    assert quality_problem("Supercalifragilisticexpialidocious antidisestablishment", cfg)[1][0] == "too_few_words"
+    assert quality_problem("a b c d e f g h i j k l m n o p q r s t", cfg)[1][0] == "mean_word_length"
+    assert quality_problem("#### $$$$ %%%% &&&& **** @@@@ " * 6 + PROSE, cfg)[1][0] == "symbol_ratio"
     repeated = "\n".join(["click here to subscribe now"] * 4 + [PROSE])
-    assert quality_problem(repeated, cfg) == ("duplicate_lines", "0.60 of lines repeat > 0.3")
+    assert quality_problem(repeated, cfg)[1] == ("duplicate_lines", "0.60 of lines repeat > 0.3")
 
 
 def test_pii_masking():

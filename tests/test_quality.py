@@ -158,6 +158,18 @@ def test_c4_keeps_only_its_lines():
         "c4_too_few_sentences", "3 sentences in kept lines < 5")
 
 
+def test_fineweb_judges_what_c4_kept():
+    """As in datatrove's FineWeb pipeline: C4's line removal comes first, FineWeb judges the lines left."""
+    page = "\n".join([LINES[0], "Home", "About", "Contact", LINES[1], "Menu", "Blog", "Shop", "Help", LINES[2]])
+    both = {"c4": {"enabled": True}, "fineweb": {"enabled": True}}
+    assert quality.fineweb(page, FineWebConfig())[0] == "fineweb_short_line_ratio"
+    text, problem = clean_document(page, CleanConfig(**LOOSE, **both))
+    assert problem is None and text.split("\n") == LINES
+    kept_whole = {"c4": {"enabled": True, "remove_lines": False}, "fineweb": {"enabled": True}}
+    text, problem = clean_document(page, CleanConfig(**LOOSE, **kept_whole))
+    assert problem[0] == "fineweb_short_line_ratio" and text == page  # a rejected record holds the whole text
+
+
 def test_language_scope():
     cfg = GopherQualityConfig(enabled=True)
     assert quality.guess_language(DE) == "de" and quality.guess_language(PROSE) == "en"

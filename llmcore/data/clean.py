@@ -12,6 +12,7 @@ from llmcore.data import quality
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
 _SPACES = re.compile(r"[^\S\n]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
+_SYMBOLS = re.compile(r"[^\w\s]")
 _HTML_BLOCKS = re.compile(r"<(script|style)\b.*?</\1\s*>", re.S | re.I)
 _HTML_BREAKS = re.compile(r"<\s*(br|/p|/div|/li|/h[1-6]|/tr)\b[^>]*>", re.I)
 _HTML_TAGS = re.compile(r"<[^>]{0,2000}>")
@@ -34,8 +35,15 @@ def normalize(text: str, strip_html: bool = False) -> str:
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
 
-def quality_problem(text: str, cfg: CleanConfig) -> tuple[str, str] | None:
-    """(reason, detail) for the first quality rule the text breaks, or None if it passes them all."""
+def quality_problem(text: str, cfg: CleanConfig) -> tuple[str, tuple[str, str] | None]:
+    """The text as the quality rules leave it (C4 may remove lines) and (reason, detail) for the first rule it
+    breaks, or None if it passes them all."""
+    problem = _heuristic_problem(text, cfg)
+    return (text, problem) if problem else quality.named_filters(text, cfg)
+
+
+def _heuristic_problem(text: str, cfg: CleanConfig) -> tuple[str, str] | None:
+    """The clean stage's own rules (min/max size, word length, symbols, repeated lines)."""
     n = len(text)
     if n < cfg.min_chars:
         return "too_short", f"{n} chars < {cfg.min_chars}"
@@ -47,15 +55,16 @@ def quality_problem(text: str, cfg: CleanConfig) -> tuple[str, str] | None:
     mean_len = sum(map(len, words)) / len(words) if words else 0.0
     if not cfg.min_mean_word_len <= mean_len <= cfg.max_mean_word_len:
         return "mean_word_length", f"{mean_len:.1f} outside [{cfg.min_mean_word_len}, {cfg.max_mean_word_len}]"
-    symbols = sum(1 for ch in text if not (ch.isalnum() or ch.isspace()))
-    if n and symbols / n > cfg.max_symbol_ratio:
-        return "symbol_ratio", f"{symbols / n:.2f} > {cfg.max_symbol_ratio}"
+    if n and cfg.max_symbol_ratio < 1:  # neither alphanumeric nor space: \w is str.isalnum() plus "_"
+        symbols = len(_SYMBOLS.findall(text)) + text.count("_")
+        if symbols / n > cfg.max_symbol_ratio:
+            return "symbol_ratio", f"{symbols / n:.2f} > {cfg.max_symbol_ratio}"
     lines = [line for line in text.split("\n") if line]
     if len(lines) > 1:
         dup_frac = 1 - len(set(lines)) / len(lines)
         if dup_frac > cfg.max_dup_line_frac:
             return "duplicate_lines", f"{dup_frac:.2f} of lines repeat > {cfg.max_dup_line_frac}"
-    return quality.named_problem(text, cfg)
+    return None
 
 
 def _mask_phone(match: re.Match) -> str:
@@ -76,9 +85,7 @@ def mask_pii(text: str, pii: PiiConfig) -> str:
 def clean_document(text: str, cfg: CleanConfig) -> tuple[str, tuple[str, str] | None]:
     """The cleaned text, and why it fails quality (None when it is kept)."""
     text = normalize(text, cfg.strip_html)
-    problem = quality_problem(text, cfg)
+    kept, problem = quality_problem(text, cfg)
     if problem is not None:
-        return text, problem
-    if cfg.c4.enabled and cfg.c4.remove_lines and quality.judged(cfg.c4, quality.guess_language(text)):
-        text = "\n".join(quality.c4_lines(text, cfg.c4)[0])
-    return mask_pii(text, cfg.pii), None
+        return text, problem  # the whole text, for the rejected record
+    return mask_pii(kept, cfg.pii), None

@@ -178,11 +178,13 @@ def _prefix_len(s: str) -> int:
 
 
 def _suffix_len(s: str) -> int:
-    m = _SUFFIX.search(s)
+    # Every suffix but a run of dots is at most 4 characters, so the leftmost match starts in the last 4 unless
+    # the chunk ends in dots; the lookbehinds still see the characters before `pos`.
+    m = _SUFFIX.search(s, 0 if s.endswith("..") else max(0, len(s) - 4))
     return len(s) - m.start() if m else 0
 
 
-@lru_cache(maxsize=1 << 16)  # chunks repeat (spaCy caches them too)
+@lru_cache(maxsize=1 << 18)  # chunks repeat (spaCy caches them too)
 def _chunk(s: str) -> tuple[str, ...]:
     """One whitespace-separated chunk: spaCy's _split_affixes, then _attach_tokens."""
     if s.isalpha():  # no affix or infix applies to letters alone
@@ -235,9 +237,14 @@ def _chunk(s: str) -> tuple[str, ...]:
     return tuple(_merge_specials(tokens) if len(tokens) > 1 else tokens)
 
 
+@lru_cache(maxsize=4)  # the filters judging one document split the same text
+def _tokens(text: str) -> tuple[str, ...]:
+    return tuple(w for chunk in text.split() for w in _chunk(chunk))
+
+
 def words(text: str) -> list[str]:
     """The words of `text` as datatrove's English word tokenizer (spaCy, blank "en") gives them."""
-    return [w for chunk in text.split() for w in _chunk(chunk)]
+    return list(_tokens(text))
 
 
 def _is_punct(token: str) -> bool:
@@ -247,7 +254,7 @@ def _is_punct(token: str) -> bool:
 def sentence_count(text: str) -> int:
     """Sentences as spaCy's sentencizer splits them: a new one at each word after end punctuation."""
     count, seen_end = 0, True
-    for token in words(text):
+    for token in _tokens(text):
         ends = token in TERMINAL_PUNCTUATION
         if seen_end and not ends and not _is_punct(token):
             count, seen_end = count + 1, False
@@ -259,9 +266,9 @@ def sentence_count(text: str) -> int:
 # ----------------------------------------------------------------------------- Gopher quality
 def gopher_quality(text: str, cfg: GopherQualityConfig) -> Problem | None:
     """Rae et al. 2021, appendix A.1.1; the thresholds are theirs."""
-    tokens = words(text)
+    tokens = _tokens(text)
     n_words = len(tokens)
-    counted = [w for w in tokens if any(ch not in PUNCTUATION for ch in w)]  # not a symbol
+    counted = [w for w in tokens if not PUNCTUATION.issuperset(w)]  # not a symbol
     n = len(counted)
     if cfg.min_doc_words is not None and n < cfg.min_doc_words:
         return "gopher_short_doc", f"{n} words < {cfg.min_doc_words}"
@@ -289,7 +296,7 @@ def gopher_quality(text: str, cfg: GopherQualityConfig) -> Problem | None:
         if ratio > cfg.max_ellipsis_lines_ratio:
             return "gopher_too_many_end_ellipsis", f"{ratio:.2f} of lines end in an ellipsis > {cfg.max_ellipsis_lines_ratio}"
     if cfg.min_alpha_words_ratio is not None:
-        ratio = sum(any(c.isalpha() for c in w) for w in tokens) / n_words
+        ratio = sum(w.isalpha() or any(c.isalpha() for c in w) for w in tokens) / n_words
         if ratio < cfg.min_alpha_words_ratio:
             return "gopher_below_alpha_threshold", f"{ratio:.3f} of words have a letter < {cfg.min_alpha_words_ratio}"
     if cfg.min_stop_words is not None:
@@ -311,11 +318,27 @@ def _duplicates(items: list[str]) -> tuple[int, int]:
     return count, chars
 
 
-def _duplicated_ngram_chars(tokens: list[str], n: int) -> int:
+def _ngrams(joined: str, starts: list[int], n: int, sep: int) -> list[str]:
+    """Every word n-gram, as slices of the words joined by a separator of `sep` characters; `starts` holds each
+    word's offset in `joined` and, last, len(joined) + sep."""
+    return [joined[a : b - sep] for a, b in zip(starts, starts[n:])]
+
+
+def _offsets(tokens: tuple[str, ...], sep: int) -> list[int]:
+    starts, at = [], 0
+    for w in tokens:
+        starts.append(at)
+        at += len(w) + sep
+    return [*starts, at]
+
+
+def _duplicated_ngram_chars(grams: list[str], n: int) -> int:
     """Characters (spaces excluded) of word n-grams repeating an earlier one; a repeat is skipped whole."""
+    if len(set(grams)) == len(grams):
+        return 0
     seen, chars, i = set(), 0, 0
-    while i < len(tokens) - n + 1:
-        gram = "".join(tokens[i : i + n])
+    while i < len(grams):
+        gram = grams[i]
         if gram in seen:
             chars += len(gram)
             i += n
@@ -342,15 +365,17 @@ def gopher_repetition(text: str, cfg: GopherRepetitionConfig) -> Problem | None:
         return "gopher_dup_line_frac", f"{count}/{len(lines)} lines repeat > {cfg.dup_line_frac}"
     if cfg.dup_line_char_frac is not None and chars / size > cfg.dup_line_char_frac:
         return "gopher_dup_line_char_frac", f"{chars / size:.3f} of characters in repeated lines > {cfg.dup_line_char_frac}"
-    tokens = words(text)
+    tokens = _tokens(text)
+    spaced, spaced_starts = " ".join(tokens), _offsets(tokens, 1)
     for n, limit in sorted(cfg.top_n_grams.items()):
-        grams = [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+        grams = _ngrams(spaced, spaced_starts, n, 1)
         if grams:
             gram, times = Counter(grams).most_common(1)[0]
             if (frac := len(gram) * times / size) > limit:
                 return f"gopher_top_{n}_gram", f"{gram!r} x{times}: {frac:.3f} of characters > {limit}"
+    joined, starts = "".join(tokens), _offsets(tokens, 0)
     for n, limit in sorted(cfg.dup_n_grams.items()):
-        if (frac := _duplicated_ngram_chars(tokens, n) / size) > limit:
+        if (frac := _duplicated_ngram_chars(_ngrams(joined, starts, n, 0), n) / size) > limit:
             return f"gopher_duplicated_{n}_n_grams", f"{frac:.3f} of characters in repeated {n}-grams > {limit}"
     return None
 
@@ -411,7 +436,7 @@ def fineweb(text: str, cfg: FineWebConfig) -> Problem | None:
     ratio = _duplicates(lines)[1] / len(text.replace("\n", ""))
     if ratio > cfg.char_duplicates_ratio:
         return "fineweb_char_dup_ratio", f"{ratio:.4f} of characters in repeated lines > {cfg.char_duplicates_ratio}"
-    ratio = text.count("\n") / len(words(text))
+    ratio = text.count("\n") / len(_tokens(text))
     if ratio > cfg.new_line_ratio:
         return "fineweb_list_ratio", f"{ratio:.3f} newlines per word > {cfg.new_line_ratio}"
     return None
@@ -454,15 +479,23 @@ def judged(cfg: NamedFilterConfig, lang: str | None) -> bool:
     return not cfg.languages or lang is None or lang in cfg.languages
 
 
-def named_problem(text: str, cfg: CleanConfig) -> Problem | None:
-    """The first named filter (in FineWeb's order: Gopher repetition, Gopher quality, C4, FineWeb) that drops the text."""
+def named_filters(text: str, cfg: CleanConfig) -> tuple[str, Problem | None]:
+    """The named filters in FineWeb's order (Gopher repetition, Gopher quality, C4, FineWeb): the text as they leave it
+    (C4's `remove_lines` keeps its lines, and FineWeb judges those, as in datatrove's FineWeb pipeline) and the first
+    filter that drops it (None: kept)."""
     families = ((cfg.gopher_repetition, gopher_repetition), (cfg.gopher_quality, gopher_quality), (cfg.c4, c4),
                 (cfg.fineweb, fineweb))
     active = [(sub, rule) for sub, rule in families if sub.enabled]
-    if not active:
-        return None
     lang = guess_language(text) if any(sub.languages for sub, _ in active) else None
     for sub, rule in active:
-        if judged(sub, lang) and (problem := rule(text, sub)) is not None:
-            return problem
-    return None
+        if not judged(sub, lang):
+            continue
+        if rule is c4:
+            kept, problem = c4_lines(text, sub)
+            if problem is None and sub.remove_lines:
+                text = "\n".join(kept)
+        else:
+            problem = rule(text, sub)
+        if problem is not None:
+            return text, problem
+    return text, None
