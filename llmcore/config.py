@@ -191,7 +191,7 @@ class C4Config(NamedFilterConfig):
     filter_curly_bracket: bool = Field(True, description="a kept line with '{': c4_curly_bracket")
     min_num_sentences: int | None = Field(5, ge=0, description="fewer sentences in the kept lines: c4_too_few_sentences")
     remove_lines: bool = Field(True, description="a kept document keeps only the lines C4 keeps (as C4 and datatrove "
-                               "do); false: the filter only drops documents")
+                               "do), and the FineWeb filter judges those; false: the filter only drops documents")
 
 
 class FineWebConfig(NamedFilterConfig):

@@ -24,6 +24,8 @@ from fixtures.quality_parity_make import DECISIONS, load_documents
 from llmcore.config import C4Config, CleanConfig, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig
 from llmcore.data import quality
 from llmcore.data.clean import clean_document
+from llmcore.data.stages import Clean
+from llmcore.stage import key_config
 
 PROSE = (
     "The clean stage reads every shard of the corpus and writes the documents it keeps to a new shard. "
@@ -168,6 +170,10 @@ def test_fineweb_judges_what_c4_kept():
     kept_whole = {"c4": {"enabled": True, "remove_lines": False}, "fineweb": {"enabled": True}}
     text, problem = clean_document(page, CleanConfig(**LOOSE, **kept_whole))
     assert problem[0] == "fineweb_short_line_ratio" and text == page  # a rejected record holds the whole text
+    # only the clean parts of configs with both filters get new keys (existing roots keep theirs)
+    assert Clean(CleanConfig(c4={"enabled": True})).config == key_config(CleanConfig(c4={"enabled": True}))
+    assert Clean(CleanConfig(**both)).config != key_config(CleanConfig(**both))
+    assert Clean(CleanConfig(**kept_whole)).config == key_config(CleanConfig(**kept_whole))
 
 
 def test_language_scope():

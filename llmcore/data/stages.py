@@ -105,6 +105,14 @@ def input_identity(src, unit: str) -> dict:
 class Clean(DocStage):
     name, version = "clean", 1
 
+    @property
+    def config(self) -> dict:
+        config = key_config(self.cfg)
+        if self.cfg.c4.enabled and self.cfg.c4.remove_lines and self.cfg.fineweb.enabled:
+            # FineWeb judges the lines C4 kept since this key: only these configs' outputs changed
+            config["fineweb_after_c4_lines"] = True
+        return config
+
     def run(self, part_dir: PartDir, part: Part) -> dict:
         return work.clean_part(part_dir, Path(part.input), self.cfg)
 
