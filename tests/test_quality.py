@@ -109,6 +109,7 @@ def test_words_are_spacy_english_tokens():
         "'", "i", "d", "'", ":", "1", "}",
     ]
     assert quality.sentence_count("Hello there. This is e.g. fine! Ok? yes... no. 3.14 is pi.") == 5
+    assert quality.sentence_count(". A line that opens with a full stop.") == 2  # as spaCy: "." alone, then the rest
 
 
 def test_published_text_passes_every_filter():

@@ -69,17 +69,23 @@ def _char_class(chars: list[str]) -> str:
     return "".join(re.escape(chr(a)) + (f"-{re.escape(chr(b))}" if b > a else "") for a, b in runs)
 
 
-def _letter_and_icon_classes() -> tuple[str, str, str]:
-    """spaCy's ALPHA_LOWER, ALPHA_UPPER (uncased letters such as CJK or Arabic in both) and LIST_ICONS (symbols, So)."""
+# Unicode blocks spaCy counts as letters whole, vowel signs and viramas included (spacy/lang/char_classes.py, MIT):
+# Ethiopic, Bengali, Hebrew, Sinhala, Devanagari, Kannada, Tamil, Telugu. To Python their marks are not letters.
+_SPACY_BLOCKS = "\u1200-\u137f\u0980-\u09ff\u0591-\u05f4\ufb1d-\ufb4f\u0d80-\u0dff\u0900-\u097f\u0c80-\u0cff\u0b80-\u0bff\u0c00-\u0c7f"
+
+
+def _letter_and_icon_classes() -> tuple[str, str, str, str]:
+    """spaCy's ALPHA_LOWER, ALPHA_UPPER (uncased letters such as CJK or Arabic in both), ALPHA and LIST_ICONS (So)."""
     chars = [*map(chr, range(0x20000))]  # Unicode planes 0 and 1
-    uncased = [c for c in chars if c.isalpha() and not c.islower() and not c.isupper()]
+    blocks = re.compile(f"[{_SPACY_BLOCKS}]")
+    uncased = [c for c in chars if c.isalpha() and not c.islower() and not c.isupper() or blocks.match(c)]
     return (_char_class(sorted([c for c in chars if c.islower()] + uncased)),
             _char_class(sorted([c for c in chars if c.isupper()] + uncased)),
+            _char_class([c for c in chars if c.isalpha() or blocks.match(c)]),
             _char_class([c for c in chars if unicodedata.category(c) == "So"]))
 
 
-_LOWER, _UPPER, _ICONS = _letter_and_icon_classes()
-_ALPHA = r"^\W\d_"  # inside [...]: a letter
+_LOWER, _UPPER, _ALPHA, _ICONS = _letter_and_icon_classes()
 _PUNCT = r"…,:;!?¿؟¡()\[\]{}<>_#*&。？！，、；：～·।،۔؛٪"
 _QUOTES = r"'\"”“`‘´’‚,„»«「」『』（）〔〕【】《》〈〉⟦⟧"
 _CURRENCY = r"US\$|C\$|A\$|[$£€¥฿₽﷼₠-₿]"
@@ -93,7 +99,7 @@ _SUFFIX = re.compile(
 )
 _INFIX = re.compile(
     rf"\.\.+|…|[{_ICONS}]|(?<=[0-9])[+\-*^](?=[0-9-])|(?<=[{_LOWER}{_QUOTES}])\.(?=[{_UPPER}{_QUOTES}])"
-    rf"|(?<=[{_ALPHA}]),(?=[{_ALPHA}])|(?<=[^\W_])(?:{_HYPHENS})(?=[{_ALPHA}])|(?<=[^\W_])[:<>=/](?=[{_ALPHA}])"
+    rf"|(?<=[{_ALPHA}]),(?=[{_ALPHA}])|(?<=[{_ALPHA}0-9])(?:{_HYPHENS})(?=[{_ALPHA}])|(?<=[{_ALPHA}0-9])[:<>=/](?=[{_ALPHA}])"
 )
 _URL = re.compile(r"^(?:[\w+\-.]{2,}://)?(?:\S+(?::\S*)?@)?(?:(?:[A-Za-z0-9\u00a1-\uffff][A-Za-z0-9\u00a1-\uffff_-]{0,62})?"
                   rf"[A-Za-z0-9\u00a1-\uffff]\.)+[{_LOWER}]{{2,63}}(?::\d{{2,5}})?(?:[/?#]\S*)?$")
@@ -252,15 +258,17 @@ def _is_punct(token: str) -> bool:
 
 
 def sentence_count(text: str) -> int:
-    """Sentences as spaCy's sentencizer splits them: a new one at each word after end punctuation."""
-    count, seen_end = 0, True
-    for token in _tokens(text):
+    """Sentences as spaCy's sentencizer splits them: the first word starts one, and so does each word after end
+    punctuation (a line opening with "." is two)."""
+    tokens = _tokens(text)
+    count, seen_end = 1, False
+    for token in tokens:
         ends = token in TERMINAL_PUNCTUATION
         if seen_end and not ends and not _is_punct(token):
             count, seen_end = count + 1, False
         elif ends:
             seen_end = True
-    return max(count, 1) if text.strip() else 0
+    return count if tokens else 0
 
 
 # ----------------------------------------------------------------------------- Gopher quality
