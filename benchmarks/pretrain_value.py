@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import itertools
 import json
 import multiprocessing
 import os
@@ -97,8 +98,9 @@ def pretrain_facts(checkpoint: Path) -> dict:
     return facts
 
 
-def task_variant(task: FinetuneTaskConfig, init: str, seed: int, model: ModelConfig, start: str | None) -> FinetuneTaskConfig:
-    update = {"train": task.train.model_copy(update={"seed": seed})}
+def task_variant(task: FinetuneTaskConfig, init: str, seed: int, model: ModelConfig, start: str | None,
+                 lr: float | None = None) -> FinetuneTaskConfig:
+    update = {"train": task.train.model_copy(update={"seed": seed, "lr": lr or task.train.lr})}
     if init == "scratch":
         update |= {"init": "scratch", "model": model}
     else:
@@ -142,7 +144,8 @@ def one_run(task_json: str, init: str, seed: int, workdir: str, start: str | Non
     metric = PRIMARY[task.task]
     unseen = [o for o in result["outputs"] if o["id"] not in set(leaked)] or result["outputs"]
     held_out = score(task.task, [o["prediction"] for o in unseen], [o["reference"] for o in unseen])[metric]
-    return {"task": task.name, "init": init, "seed": seed, "metric": metric, "score": round(result["metrics"][metric], 2),
+    return {"task": task.name, "init": init, "seed": seed, "lr": task.train.lr, "validation": summary["best_value"],
+            "metric": metric, "score": round(result["metrics"][metric], 2),
             "unseen": {"examples": len(unseen), "score": round(held_out, 2),
                        "baseline": round(score(task.task, [o["baseline"] for o in unseen], [o["reference"] for o in unseen])[metric], 2)},
             "metrics": {k: round(v, 2) for k, v in result["metrics"].items()},
@@ -156,15 +159,28 @@ def spread(scores: list[float]) -> dict:
             "stdev": round(statistics.stdev(scores), 2) if len(scores) > 1 else 0.0}
 
 
+def chosen_lr(runs: list[dict]) -> tuple[float, dict]:
+    """The learning rate whose seeds have the best mean validation score (the early-stopping metric, higher is
+    better for every task's), and each one's mean."""
+    by_lr = {lr: statistics.fmean(r["validation"] for r in runs if r["lr"] == lr) for lr in sorted({r["lr"] for r in runs})}
+    return max(by_lr, key=by_lr.get), {str(lr): round(v, 4) for lr, v in by_lr.items()}
+
+
 def summarize(runs: list[dict], tasks: list[FinetuneTaskConfig]) -> dict:
     out = {}
     for task in tasks:
         mine = sorted((r for r in runs if r["task"] == task.name), key=lambda r: r["seed"])
         if not mine:
             continue
-        arms = {init: [r["score"] for r in mine if r["init"] == init] for init in ("scratch", "pretrained")}
         entry = {"task": task.task, "metric": PRIMARY[task.task], "steps": task.train.max_steps,
                  "baseline": mine[0]["baseline"][PRIMARY[task.task]], "examples": mine[0]["examples"]}
+        if len({r["lr"] for r in mine}) > 1:  # each arm at the learning rate validation picks for it
+            entry["lr"], entry["validation_by_lr"] = {}, {}
+            for init in ("scratch", "pretrained"):
+                if arm := [r for r in mine if r["init"] == init]:
+                    entry["lr"][init], entry["validation_by_lr"][init] = chosen_lr(arm)
+            mine = [r for r in mine if r["lr"] == entry["lr"].get(r["init"])]
+        arms = {init: [r["score"] for r in mine if r["init"] == init] for init in ("scratch", "pretrained")}
         if mine[0]["unseen"]["examples"] < mine[0]["examples"]:  # some test examples are in the pretraining corpus
             entry["unseen"] = {"examples": mine[0]["unseen"]["examples"], "baseline": mine[0]["unseen"]["baseline"],
                                **{init: round(statistics.fmean(r["unseen"]["score"] for r in mine if r["init"] == init), 2)
@@ -194,6 +210,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
     ap.add_argument("--workdir", type=Path, help="default: a new temporary directory")
+    ap.add_argument("--lrs", help="comma-separated learning rates, each run by both arms (default: the task's own); "
+                                  "an arm is scored at the one its mean validation score picks")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     tasks = [t for t in cfg.finetune if not args.tasks or t.name in args.tasks.split(",")]
@@ -211,23 +229,22 @@ def main(argv: list[str] | None = None) -> dict:
     from pretrain_corpus import leaks
     leaked = leaks(cfg, tasks)
     work = (args.workdir or Path(tempfile.mkdtemp(prefix="pretrain-value-"))).resolve()
+    lrs = [float(x) for x in args.lrs.split(",")] if args.lrs else [None]
     jobs = []
-    for seed in range(args.seeds):
-        for task in tasks:
-            for init in ("scratch", "pretrained"):
-                run_dir = work / f"{task.name}-{init}-{seed}"
-                start = str(checkpoint)
-                if init == "scratch" and args.scratch_tokenizer == "shared":
-                    start = str(shared_scratch_dir(checkpoint, seed, work / f"init-{seed}"))
-                    variant = task_variant(task, "pretrained", seed, model, start)
-                else:
-                    variant = task_variant(task, init, seed, model, start)
-                jobs.append((variant.model_dump_json(), init, seed, str(run_dir), start if variant.init != "scratch" else None,
-                             cfg.evaluate.model_dump_json(), args.threads, tuple(leaked[task.name].get("ids", ()))))
+    for seed, lr, task, init in itertools.product(range(args.seeds), lrs, tasks, ("scratch", "pretrained")):
+        run_dir = work / f"{task.name}-{init}-{seed}" if lr is None else work / f"{task.name}-{init}-{seed}-lr{lr:g}"
+        start = str(checkpoint)
+        if init == "scratch" and args.scratch_tokenizer == "shared":
+            start = str(shared_scratch_dir(checkpoint, seed, work / f"init-{seed}"))
+            variant = task_variant(task, "pretrained", seed, model, start, lr)
+        else:
+            variant = task_variant(task, init, seed, model, start, lr)
+        jobs.append((variant.model_dump_json(), init, seed, str(run_dir), start if variant.init != "scratch" else None,
+                     cfg.evaluate.model_dump_json(), args.threads, tuple(leaked[task.name].get("ids", ()))))
     runs = []
     with cf.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for result in pool.map(one_run, *zip(*jobs)):
-            print(f"{result['task']} {result['init']} seed {result['seed']}: {result['metric']} {result['score']} "
+            print(f"{result['task']} {result['init']} seed {result['seed']} lr {result['lr']:g}: {result['metric']} {result['score']} "
                   f"({result['train_seconds']} s, load {result['load']})", flush=True)
             runs.append(result)
     out = {"benchmark": "pretrain_value", "config": str(args.config), "date": time.strftime("%Y-%m-%d"), "cpu": cpu_name(),
@@ -241,7 +258,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{name:20s} {t['metric']:9s} scratch {t['scratch']['mean']:6.2f} [{t['scratch']['min']}-{t['scratch']['max']}]  "
                   f"pretrained {t['pretrained']['mean']:6.2f} [{t['pretrained']['min']}-{t['pretrained']['max']}]  "
                   f"gain {t['gain']:+.2f}  {'wins' if t['wins'] else 'no clear win'}  (baseline {t['baseline']}; "
-                  f"reference perplexity {t['scratch']['perplexity']} -> {t['pretrained']['perplexity']})")
+                  f"reference perplexity {t['scratch']['perplexity']} -> {t['pretrained']['perplexity']})"
+                  + (f"  lr {t['lr']}" if "lr" in t else ""))
     print(json.dumps(out))
     return out
 

@@ -47,7 +47,7 @@ def test_held_out_texts_are_found_in_the_corpus(tmp_path):
     assert docs == {1} and ids == {f"{task.name}:{hidden.id}"}
 
 
-@pytest.mark.slow  # 4 fine-tunings and their evaluations in spawned processes: 15 s idle, over a minute under load
+@pytest.mark.slow  # 8 fine-tunings and their evaluations in spawned processes: 30 s idle, two minutes under load
 def test_pretrain_value_compares_both_arms_per_seed(tmp_path):
     task = task_config(tmp_path, "translation", lines=32, validation_fraction=0.2, validation_examples=4,
                        generation={"max_new_tokens": 16}, dropout=0.0,
@@ -58,7 +58,7 @@ def test_pretrain_value_compares_both_arms_per_seed(tmp_path):
     config = write_config(tmp_path, ["Some document of the corpus, unrelated to the dialogues."],
                           [json.loads(task.model_dump_json(exclude={"init"}))])
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pretrain_value.py"), str(config), "--checkpoint", str(start),
-                          "--seeds", "2", "--jobs", "2", "--workdir", str(tmp_path / "work")],
+                          "--seeds", "2", "--jobs", "2", "--workdir", str(tmp_path / "work"), "--lrs", "1e-3,3e-3"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -69,10 +69,16 @@ def test_pretrain_value_compares_both_arms_per_seed(tmp_path):
         assert entry[arm]["mean"] == pytest.approx(sum(entry[arm]["per_seed"]) / 2, abs=0.01)
     assert entry["gain"] == pytest.approx(entry["pretrained"]["mean"] - entry["scratch"]["mean"], abs=0.02)
     assert entry["pretrained"]["mean"] > entry["scratch"]["mean"] + 5 and entry["wins"], entry
-    runs = {(r["init"], r["seed"]) for r in result["runs"]}
-    assert runs == {("scratch", 0), ("scratch", 1), ("pretrained", 0), ("pretrained", 1)}
-    # each arm really trained: its own run directory with checkpoints and an exported model
-    for init, seed in runs:
-        assert (tmp_path / "work" / f"{task.name}-{init}-{seed}" / "model" / "model.safetensors").is_file()
+    runs = {(r["init"], r["seed"], r["lr"]) for r in result["runs"]}
+    assert runs == {(init, seed, lr) for init in ("scratch", "pretrained") for seed in (0, 1) for lr in (1e-3, 3e-3)}
+    # each arm is scored at the learning rate with its best mean validation score, on that rate's runs
+    for arm in ("scratch", "pretrained"):
+        mine = [r for r in result["runs"] if r["init"] == arm]
+        validation = {lr: sum(r["validation"] for r in mine if r["lr"] == lr) / 2 for lr in (1e-3, 3e-3)}
+        assert entry["lr"][arm] == max(validation, key=validation.get)
+        assert entry[arm]["per_seed"] == [r["score"] for r in sorted(mine, key=lambda r: r["seed"]) if r["lr"] == entry["lr"][arm]]
+    # each run really trained: its own run directory with checkpoints and an exported model
+    for init, seed, lr in runs:
+        assert (tmp_path / "work" / f"{task.name}-{init}-{seed}-lr{lr:g}" / "model" / "model.safetensors").is_file()
     assert result["pretrain"]["parameters"] > 0
     assert result["leaked_test_examples"] == {task.name: {"test_examples": entry["examples"], "found_in_corpus": 0}}
