@@ -10,6 +10,9 @@ Sources (nothing is downloaded; the readers are benchmarks/peers_corpus.py's):
                                    message beside its translation.
   doc-en                           package documentation under /usr/share/doc (READMEs, changelogs, copyright
                                    files, .txt/.md/.rst, the Python 3.11 HTML manual with its tags stripped)
+  python-en                        docstrings (200+ characters) of this interpreter's standard library modules,
+                                   tests left out (peers_corpus.python_texts): prose about Python, the dialogue
+                                   task's domain
 Each source file is cut at paragraph boundaries into documents of 300-2,500 characters (peers_corpus.cut); files
 are read in a seeded order until a kind reaches its share of --bytes (man-en and doc-en are capped, the other
 kinds are small and read whole).
@@ -42,6 +45,7 @@ import json
 import random
 import re
 import sys
+import sysconfig
 import unicodedata
 from glob import glob
 from pathlib import Path
@@ -61,6 +65,7 @@ NEEDLE_MIN = 20                 # characters: shorter held-out texts ("Invalid a
 SHARES = {"man-en": 0.4, "doc-en": 0.35}   # of --bytes; the other kinds are read whole
 FAQ_PATHS = ("/usr/share/doc/python3.11/html/faq", "/usr/share/doc/python3.11/html/_sources/faq")
 FAQ_PAGES = {"gitfaq.7"}
+TESTS = {"site-packages", "test", "tests", "idle_test"}   # stdlib folders that are not the library's own prose
 
 
 def fold(text: str) -> str:
@@ -203,6 +208,8 @@ def sources(seed: int) -> dict[str, list[Path]]:
     files["doc-en"] = sorted(f for f in pc.DOC.rglob("*") if f.is_file() and not f.is_symlink()
                              and (pc.DOC_NAMES.match(f.name) or Path(f.name.removesuffix(".gz")).suffix in pc.DOC_SUFFIXES - {""})
                              and not str(f).startswith(FAQ_PATHS))
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files["python-en"] = sorted(f for f in stdlib.rglob("*.py") if not TESTS.intersection(f.relative_to(stdlib).parts))
     for kind, paths in files.items():
         random.Random(f"{seed}-{kind}").shuffle(paths)
     return files
@@ -253,6 +260,8 @@ def build(out: Path, size: int, config: Path, seed: int = 0) -> dict:
         if total >= cap:
             break
         total += add("doc-en", origin, paragraphs)
+    for origin, paragraphs in pc.python_texts(files["python-en"]):
+        add("python-en", origin, paragraphs)
 
     # the last net: documents holding a held-out text
     flat = [(kind, origin, text) for kind in sorted(docs) for origin, text in docs[kind]]
