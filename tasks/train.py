@@ -71,7 +71,7 @@ class Reporter:
             self.progress = create_progress_artifact(self._percent(event), description=self._status(event))
         elif kind == "eval" or (kind == "train" and time.monotonic() - self.updated >= self.every_s):
             if kind == "eval":
-                self.evaluation = ", ".join(f"{k} {_round(v)}" for k, v in event.items()
+                self.evaluation = ", ".join(f"{k} {readable(v)}" for k, v in event.items()
                                             if k.startswith("val_") or k in ("bleu", "rougeL", "f1"))
             self._update(event)
         elif kind == "end":
@@ -88,7 +88,7 @@ class Reporter:
         step = event.get("step", self.max_steps)
         parts = [f"{self.label}: step {step}/{self.max_steps}"]
         if self.loss is not None:
-            parts.append(f"loss {_round(self.loss)}")
+            parts.append(f"loss {readable(self.loss)}")
         if self.evaluation:
             parts.append(self.evaluation)
         done = step - self.first_step
@@ -103,7 +103,7 @@ class Reporter:
         self.updated = time.monotonic()
 
     def _eval_table(self) -> None:
-        rows = [{k: _round(v) for k, v in e.items() if k not in ("event", "time", "patience", "best_value")}
+        rows = [{k: readable(v) for k, v in e.items() if k not in ("event", "time", "patience", "best_value")}
                 for e in latest_by_step(read_events(self.run_dir / METRICS)[0], "eval")]
         if rows:
             create_table_artifact(rows, key=f"{self.label}-eval", description=f"Evaluations of {self.run_dir}")
@@ -116,9 +116,12 @@ class Reporter:
                                      key=f"{self.label}-loss-curve", description="training and validation loss against steps")
 
 
-def _round(value):
-    """4 significant digits for a person to read (8.4275652885437 -> 8.428); other values as they are."""
-    return float(f"{value:.4g}") if isinstance(value, float) else value
+def readable(value):
+    """4 significant digits for a person to read (8.4275652885437 -> 8.428, 4907.4 -> 4907); other values as they are."""
+    if not isinstance(value, float):
+        return value
+    rounded = float(f"{value:.4g}")
+    return int(rounded) if rounded.is_integer() else rounded
 
 
 def pretrain_manifest(run_dir: Path, key: str, job: pretrain.PretrainJob, settings: dict, corpus: dict, summary: dict) -> dict:

@@ -20,7 +20,7 @@ from prefect.client.schemas.sorting import ArtifactSort
 from flow_helpers import artifacts, task_runs
 from flows.pretrain import pretrain_flow
 from llmcore.manifest import file_sha256
-from tasks.train import CRASH_ENV
+from tasks.train import CRASH_ENV, readable
 from train_helpers import data_root, events, tiny
 
 pytestmark = pytest.mark.slow
@@ -70,3 +70,9 @@ def test_the_loss_curve_shows_in_the_prefect_ui(live_server, pipeline_run, page,
     page.wait_for_function("() => document.querySelector(\"img[src^='data:image/png']\").naturalWidth > 0")
     assert image.evaluate("img => img.naturalWidth") >= 400
     screenshot("loss-curve")
+
+
+def test_figures_shown_in_the_ui_have_4_significant_digits_and_no_trailing_zero():
+    assert readable(8.4275652885437) == 8.428 and readable(0.012345678) == 0.01235
+    assert readable(4907.4) == 4907 and str(readable(4907.4)) == "4907"  # not 4907.0
+    assert str(readable(123456.7)) == "123500" and readable(7) == 7 and readable("fp32") == "fp32"
