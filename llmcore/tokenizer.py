@@ -12,6 +12,7 @@ works too. Token shards record the tokenizer file's sha256 (`tokenizer_hash`).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable
 
@@ -57,8 +58,11 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig, length: int | No
         tok.normalizer = normalizers.BertNormalizer(lowercase=False)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
+        texts = list(texts)  # read twice: for the characters inside words, then to train
+        inner = _inner_pieces(tok, texts)
         trainer = trainers.WordPieceTrainer(
-            vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, special_tokens=specials, show_progress=False
+            vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, special_tokens=specials + inner,
+            show_progress=False,
         )
     else:
         tok = Tokenizer(models.Unigram())
@@ -69,10 +73,63 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig, length: int | No
             vocab_size=cfg.vocab_size, special_tokens=specials, unk_token="<unk>", show_progress=False
         )
     tok.train_from_iterator(texts, trainer, length=length)
+    if cfg.family == "bert":
+        tok = _without_added(tok, set(inner))
     if cfg.family == "t5":
+        tok = _canonical_unigram(tok, len(specials))
         tok.add_special_tokens(sentinel_tokens())
     _add_post_processor(tok, cfg.family)
     return tok
+
+
+def _inner_pieces(tok: Tokenizer, texts: list[str]) -> list[str]:
+    """"##c" for each character c that occurs inside a word of `texts` (as `tok` normalizes and splits them).
+
+    WordPieceTrainer numbers these pieces in the order it meets them in a hash map seeded anew in every process,
+    and breaks ties between merges of equal count by those numbers: another vocabulary on every run. Passed to it
+    as special tokens, they come numbered, in code point order (and leave the added tokens after training)."""
+    inner = set()
+    for text in texts:
+        for word, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)):
+            inner.update(word[1:])
+    return [f"##{c}" for c in sorted(inner)]
+
+
+def _without_added(tok: Tokenizer, tokens: set[str]) -> Tokenizer:
+    """`tok` with `tokens` kept in its vocabulary but no longer matched in the text as added tokens."""
+    state = json.loads(tok.to_str())
+    state["added_tokens"] = [t for t in state["added_tokens"] if t["content"] not in tokens]
+    return Tokenizer.from_str(json.dumps(state))
+
+
+def _canonical_unigram(tok: Tokenizer, n_specials: int) -> Tokenizer:
+    """`tok` with its Unigram pieces in an order that depends on the corpus alone.
+
+    The trainer walks hash maps seeded anew in every process, so on the same corpus pieces of equal score come
+    out in a random order, and the characters it appends to cover the alphabet (rare ones the model dropped) get
+    their scores (the lowest score, plus 1e-4 more per character) in a random order; sums taken in a random
+    order leave the scores different in their last bits: a new tokenizer.json, new token ids and a different
+    model on every run. Here those characters take the same scores in the order of their text, scores are
+    rounded to 1e-6 (finer than the float32 that SentencePiece stores them in), equal ones ordered by text."""
+    state = json.loads(tok.to_str())
+    specials, pieces = state["model"]["vocab"][:n_specials], state["model"]["vocab"][n_specials:]
+    # The appended characters: single characters scored floor, floor + 1e-4, floor + 2e-4, ... (to within the
+    # noise of the sums; any model piece on that ladder takes part too, which changes nothing that matters).
+    floor, rungs = min((score for _, score in pieces), default=0.0), {}
+    for i, (piece, score) in enumerate(pieces):
+        rung = round((score - floor) / 1e-4)
+        if len(piece) == 1 and abs(score - floor - rung * 1e-4) < 1e-7:
+            rungs.setdefault(rung, []).append(i)
+    appended, rung = [], 0
+    while rung in rungs:
+        appended += rungs[rung]
+        rung += 1
+    scores = sorted((pieces[i][1] for i in appended), reverse=True)
+    for i, piece, score in zip(sorted(appended), sorted(pieces[i][0] for i in appended), scores):
+        pieces[i] = [piece, score]
+    pieces = [[piece, round(score, 6)] for piece, score in pieces]
+    state["model"]["vocab"] = specials + sorted(pieces, key=lambda p: (-p[1], p[0]))
+    return Tokenizer.from_str(json.dumps(state))
 
 
 def _add_post_processor(tok: Tokenizer, family: str) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -44,6 +47,25 @@ def test_each_family_trains_and_loads_in_transformers(tmp_path, family):
         assert ours[-1] == ids["eos"] and auto.convert_tokens_to_ids("<extra_id_0>") == ids["sentinels"][0]
     if family == "gpt":  # byte-level: lossless on any text
         assert tok.decode(tok.encode("naïve café — 東京\n\ttabs").ids) == "naïve café — 東京\n\ttabs"
+
+
+TRAIN_IN_A_NEW_PROCESS = """
+import json, sys
+from llmcore.config import TokenizerConfig
+from llmcore.tokenizer import train_tokenizer
+texts = json.loads(open(sys.argv[1]).read())
+print(train_tokenizer(texts, TokenizerConfig(family=sys.argv[2], vocab_size=600)).to_str())
+"""
+
+
+@pytest.mark.parametrize("family", ["gpt", "bert", "t5"])
+def test_the_same_corpus_trains_the_same_tokenizer_in_every_process(tmp_path, family):
+    # tokenizers' trainers walk hash maps seeded anew in each process (the Unigram one's order leaks into ids)
+    corpus = tmp_path / "texts.json"
+    corpus.write_text(json.dumps(sample_texts(25)))
+    runs = {subprocess.run([sys.executable, "-c", TRAIN_IN_A_NEW_PROCESS, str(corpus), family], capture_output=True,
+                           text=True, check=True).stdout for _ in range(3)}
+    assert len(runs) == 1
 
 
 def test_an_existing_tokenizer_file_is_adopted(tmp_path):
