@@ -14,16 +14,33 @@ from flow_helpers import task_runs
 from llmcore.config import CompressConfig, DistillConfig, EvaluateConfig, KDConfig, PruneConfig, StudentConfig, TrainConfig
 from llmcore.distill import compress
 from llmcore.distill.run import DistillJob, run
+from llmcore.finetune import formats
 from llmcore.finetune.spec import load_finetuned
 from llmcore.model import TransformerConfig, build_model, save
 from llmcore.model.io import load
+from llmcore.objectives import IGNORE
 
 TRAIN = {"max_steps": 3, "batch_size": 4, "lr": 3e-3, "warmup_steps": 0, "deterministic": True, "log_every": 3,
          "precision": "fp32", "eval_every": 3, "checkpoint_every": 3}
-# int8 weights with a scale per row, activations quantized per batch: on this fixed input the logits stay within
-# 3 % of their largest magnitude (measured: 0.3-0.4 % for the briefly trained GPT and T5, 2.3 % for the untrained
-# BERT, whose logits are all near zero) and the trained models pick the same tokens.
+# int8 weights with a scale per row, activations quantized per batch. Measured over 20 seeds: the logits of
+# GPT and T5 trained 30 steps differ from fp32's by 0.1-1.0 % (relative Frobenius norm, at the target positions
+# of real examples), those of the untrained BERT (all near zero) by 2.0-2.2 %; the trained models pick fp32's
+# next token at 96-100 % of the positions.
 INT8_TOLERANCE = 0.03
+INT8_SAME_TOKEN = 0.9
+
+
+def int8_inputs(source, cfg, family: str) -> tuple[dict, torch.Tensor]:
+    """A batch of the task's first test examples, teacher-forced, and where its targets are."""
+    ft = load_finetuned(source)
+    ids = ft.model.config
+    examples = formats.task_examples(cfg)["test"][:4]
+    if family == "t5":
+        batch = formats.collate_seq2seq([ft.encoder.seq2seq(ex) for ex in examples], ids.pad_token_id,
+                                        ids.decoder_start_token_id)
+    else:
+        batch = formats.collate_causal([ft.encoder.causal(ex) for ex in examples], ids.pad_token_id)
+    return batch, batch.pop("labels") != IGNORE
 
 
 @pytest.mark.parametrize("family", ["gpt", "t5", "bert"])
@@ -32,22 +49,19 @@ def test_int8_outputs_are_within_tolerance_of_fp32_and_load_back_without_pickle(
         torch.manual_seed(0)
         source = save(build_model(TransformerConfig(family="bert", vocab_size=300, d_model=32, n_heads=2, n_layers=2,
                                                     max_seq_len=32, dropout=0.0)), tmp_path / "fp32")
+        inputs, targets = {"input_ids": torch.arange(5, 29).reshape(2, 12)}, torch.ones(2, 12, dtype=torch.bool)
     else:
-        source = finetuned_model(tmp_path / "fp32", task_config(tmp_path, "translation", lines=24), family, steps=10)
+        cfg = task_config(tmp_path, "translation", lines=24)
+        source = finetuned_model(tmp_path / "fp32", cfg, family, steps=30)
+        inputs, targets = int8_inputs(source, cfg, family)
     target = compress.quantize_int8(source, tmp_path / "int8")
     assert compress.size_on_disk(source) / compress.size_on_disk(target) > 2.5
     model, quantized = load(source).eval(), compress.load_model(target)
-    ids = torch.arange(5, 29).reshape(2, 12)
-    inputs = {"input_ids": ids, **({"decoder_input_ids": ids[:, :5]} if family == "t5" else {})}
     with torch.no_grad():
-        expected, got = model(**inputs).logits, quantized(**inputs).logits
-    error = (got - expected).abs().max()
-    assert error <= INT8_TOLERANCE * expected.abs().max()
+        expected, got = model(**inputs).logits[targets], quantized(**inputs).logits[targets]
+    assert (got - expected).norm() <= INT8_TOLERANCE * expected.norm()
     if family != "bert":  # an untrained model's logits are near ties
-        # the same next token wherever fp32's choice is clear of the quantization error (a near tie may flip)
-        best, second = expected.topk(2, dim=-1).values.unbind(-1)
-        clear = best - second > 2 * error
-        assert clear.float().mean() >= 0.5 and torch.equal(got.argmax(-1)[clear], expected.argmax(-1)[clear])
+        assert (got.argmax(-1) == expected.argmax(-1)).float().mean() >= INT8_SAME_TOKEN
     with pytest.raises(ValueError, match="quantization"):  # a loader that does not know the layout refuses it
         load(target)
     with pytest.raises(compress.CompressionError, match="CPUs only"):
