@@ -28,7 +28,7 @@ from llmcore.manifest import file_sha256
 from llmcore.report import funnel
 from llmcore.stage import StageRef, content_key, key_config, latest
 from tasks import stages
-from tasks.common import bind
+from tasks.common import bind, tagged
 
 DEFAULT_DATA_ROOT = "./llmpipe-data"
 
@@ -162,9 +162,10 @@ def tokenizer(root: str, cfg: TokenizerConfig, corpus: StageRef) -> StageRef:
 
 @flow(name="data", persist_result=True, result_serializer="json")
 def data_flow(config: DataConfig, data_root: str = DEFAULT_DATA_ROOT) -> list[str]:
-    """Raw sources to a clean, deduplicated corpus and its token shards; returns the stages' manifest paths in order."""
+    """Raw sources to a clean, deduplicated corpus and its token shards; returns the stages' manifest paths in order.
+    The run and its task runs are tagged `llmpipe` and `root:<data root>` (a scheduled refresh included)."""
     root = os.path.abspath(data_root)
-    with task_runner(config.runner) as runner:
+    with tagged("llmpipe", f"root:{root}"), task_runner(config.runner) as runner:
         ingested = per_part(runner, root, Ingest(config.ingest), None)
         cleaned = per_part(runner, root, Clean(config.clean), ingested)
         language = per_part(runner, root, Language(config.language), cleaned)

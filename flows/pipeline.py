@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from prefect import flow, get_client, tags
-from prefect.context import FlowRunContext
+from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.data import DEFAULT_DATA_ROOT, data_flow
@@ -24,6 +21,7 @@ from flows.pretrain import pretrain_flow
 from llmcore.config import PipelineConfig
 from llmcore.housekeeping import LATEST
 from llmcore.stage import StageRef
+from tasks.common import tagged
 from tasks.results import DataRootResults
 
 
@@ -61,18 +59,6 @@ def run_name() -> str:
     config = flow_run.parameters.get("config")
     name = config.get("name", "llmpipe") if isinstance(config, dict) else getattr(config, "name", "llmpipe")
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-
-
-@contextmanager
-def tagged(*names: str) -> Iterator[None]:
-    """This flow run tagged with `names`, and the subflow and task runs made in the block (prefect.tags). A
-    deployment creates its run before the flow reads the config that names it, so the flow tags its own run."""
-    run = FlowRunContext.get().flow_run
-    if not set(names) <= set(run.tags):
-        with get_client(sync_client=True) as client:
-            client.update_flow_run(run.id, tags=[*run.tags, *(n for n in names if n not in run.tags)])
-    with tags(*names):
-        yield
 
 
 @flow(name="pipeline", flow_run_name=run_name, log_prints=True, persist_result=True, result_serializer="json")

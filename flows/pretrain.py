@@ -22,7 +22,7 @@ from llmcore.housekeeping import point
 from llmcore.stage import StageRef, content_key, key_config, latest
 from llmcore.train.pretrain import VERSION, PretrainJob
 from tasks import stages
-from tasks.common import bind
+from tasks.common import bind, tagged
 from tasks.train import pretrain_task
 
 
@@ -52,7 +52,8 @@ def continued(config: PretrainConfig, base: dict, new: list[tuple[str, str]], to
 
 @flow(name="pretrain", persist_result=True, result_serializer="json")
 def pretrain_flow(config: PretrainConfig, tokens_manifest: str, data_root: str = DEFAULT_DATA_ROOT) -> str:
-    """Pretrain on the tokenize stage whose manifest is `tokens_manifest`; returns the pretrain manifest's path."""
+    """Pretrain on the tokenize stage whose manifest is `tokens_manifest`; returns the pretrain manifest's path.
+    The run and its task run are tagged `llmpipe` and `root:<data root>`, however it was started."""
     root, logger = os.path.abspath(data_root), get_run_logger()
     tokens = StageRef.of(tokens_manifest)
     manifest = tokens.manifest()
@@ -74,7 +75,8 @@ def pretrain_flow(config: PretrainConfig, tokens_manifest: str, data_root: str =
             logger.info("pretrain: continuing %s over %d new token parts (%s), %d steps", base_ref.path, len(new),
                         delta.path, job.config.train.max_steps)
             corpus |= {"continued_from": base["key"], "trained_on": delta.key}
-    path = bind(pretrain_task, root)(root, "pretrain", key, job, settings, corpus)
+    with tagged("llmpipe", f"root:{root}"):
+        path = bind(pretrain_task, root)(root, "pretrain", key, job, settings, corpus)
     point(StageRef.of(path))
     done = StageRef.of(path).manifest()
     logger.info("model: %s (best: %s)", StageRef.of(path).path / done["checkpoint"], done["best"])

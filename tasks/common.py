@@ -1,4 +1,4 @@
-"""What every llmpipe task shares: content cache keys, persisted results, retries.
+"""What every llmpipe task shares: content cache keys, persisted results, retries, run tags.
 
 Two cache layers: Prefect's cache, keyed by the stage directory's content key and
 the part, and the disk, where a finished part or stage is found by its marker file even when the
@@ -8,10 +8,12 @@ Prefect result store was wiped.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from prefect import Task
+from prefect import Task, get_client, tags
+from prefect.context import FlowRunContext
 from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 from prefect.tasks import exponential_backoff
 
@@ -78,3 +80,16 @@ def cache_refreshed(enabled: bool = True):
 def bind(stage_task: Task, data_root: str | Path) -> Task:
     """The task with its results stored under the data root (tasks/results.py)."""
     return stage_task.with_options(result_storage=DataRootResults.of(data_root))
+
+
+@contextmanager
+def tagged(*names: str) -> Iterator[None]:
+    """This flow run tagged with `names`, and the subflow and task runs made in the block (prefect.tags). A
+    deployment creates its run before the flow reads the config that names it, so the flow tags its own run
+    (a subflow run already carries its parent's tags: nothing to update)."""
+    run = FlowRunContext.get().flow_run
+    if not set(names) <= set(run.tags):
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run.id, tags=[*run.tags, *(n for n in names if n not in run.tags)])
+    with tags(*names):
+        yield

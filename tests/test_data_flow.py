@@ -51,6 +51,11 @@ def test_second_run_executes_no_stage(prefect_server, config, tmp_path):
     assert second.result() == paths
     runs = task_runs(second.state_details.flow_run_id)
     assert {stage_of(r) for r in runs} == set(STAGES)
+    # run alone (as the refresh deployment runs it), it is tagged as in a pipeline run: the flow and its tasks
+    tags = {"llmpipe", f"root:{Path(root).absolute()}"}
+    with get_client(sync_client=True) as client:
+        assert tags <= set(client.read_flow_run(second.state_details.flow_run_id).tags)
+    assert all(tags <= set(r.tags) for r in runs)
     assert [r.name for r in runs if r.state.name != "Cached"] == []
 
     with get_client(sync_client=True) as client:

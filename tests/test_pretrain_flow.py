@@ -42,6 +42,9 @@ def test_crashed_training_task_is_retried_and_resumes_from_its_checkpoint(prefec
     assert [e["resumed_from"] for e in events(run_dir, "start")] == [0, 10]
     [run] = [r for r in task_runs(state.state_details.flow_run_id) if r.name.startswith("pretrain")]
     assert run.state.is_completed() and run.run_count == 2
+    tags = {"llmpipe", f"root:{root.absolute()}"}  # as the on-demand deployment's runs are
+    with get_client(sync_client=True) as client:
+        assert tags <= set(client.read_flow_run(state.state_details.flow_run_id).tags) and tags <= set(run.tags)
 
     flow_run = state.state_details.flow_run_id
     progress = artifacts(flow_run, type=ArtifactFilterType(any_=["progress"]))
