@@ -19,7 +19,6 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from llmcore.augment.backtranslate import PARAPHRASES, SYNTHETIC
 from llmcore.config import DataConfig, RunnerConfig, TokenizerConfig
 from llmcore.data.stage import link
 from llmcore.data.stages import TOKENIZER_VERSION, Augment, Clean, Dedup, DocStage, Ingest, Language, Part, Tokenize
@@ -115,16 +114,20 @@ def augment(runner: TaskRunner, root: str, cfg, upstream: StageRef) -> StageRef:
     bt = cfg.backtranslation
     stage = Augment(cfg)
     if bt:
+        # back-translation trains and runs models: torch is imported here, not by every data run's processes
+        from llmcore.augment.backtranslate import PARAPHRASES, SYNTHETIC
+        from tasks.augment import augment_model, translate
+
         inputs = [upstream.key, f"pairs:sha256:{file_sha256(bt.pairs)}"]
         if bt.model:
             inputs += [f"model:{p.name}:{file_sha256(p)}" for p in sorted(Path(bt.model).iterdir()) if p.is_file()]
         key = content_key("augment-backtranslation", Augment.version, key_config(cfg), inputs)
         out = str(Path(root, "augment", "backtranslation", key))
-        train = bind(stages.augment_model, root)
+        train = bind(augment_model, root)
         reverse = bt.model or train(out, key, "reverse", bt)
         forward = train(out, key, "forward", bt) if bt.paraphrase_sentences else None
         shards = [str(upstream.path / f["path"]) for f in upstream.manifest()["files"]]
-        summary = Path(bind(stages.translate, root)(out, key, shards, bt, reverse, forward)).read_text()
+        summary = Path(bind(translate, root)(out, key, shards, bt, reverse, forward)).read_text()
         stage = Augment(cfg, key, str(Path(out, PARAPHRASES)) if forward else None)
     parts = stage.plan(upstream)
     run_parts(runner, root, stage, parts)

@@ -20,7 +20,6 @@ from prefect.tasks import exponential_backoff
 from llmcore.config import ConfigError
 from llmcore.data.readers import SourceError
 from llmcore.manifest import ManifestError
-from llmcore.model.io import ModelFileError
 from tasks.results import DataRootResults
 
 FAIL_ENV = "LLMPIPE_FAIL_STAGE"  # tests set it to a stage name to make that stage fail
@@ -35,8 +34,8 @@ def maybe_fail(stage: str) -> None:
         raise InjectedFailure(f"stage {stage!r} failed on purpose ({FAIL_ENV}={stage})")
 
 
-# Fail the same way every time: a retry would only repeat them.
-PERMANENT = (InjectedFailure, SourceError, ConfigError, ManifestError, ModelFileError)
+# Fail the same way every time: a retry would only repeat them (a damaged model file is a ManifestError too).
+PERMANENT = (InjectedFailure, SourceError, ConfigError, ManifestError)
 
 
 def retry_unless(*permanent: type[BaseException]):

@@ -1,5 +1,5 @@
 """Prefect tasks of the document stages: one generic part task, the global steps (dedup signatures and
-clustering, the tokenizer, back-translation), and the task that assembles a stage directory.
+clustering, the tokenizer), and the task that assembles a stage directory. Back-translation's: tasks/augment.py.
 
 A part task is cached under its content key (llmcore/data/stages.py), so a part computed by any earlier
 run, in any corpus it belonged to, comes back Cached; its output is found on disk first as well.
@@ -16,20 +16,15 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.blocks.system import Secret
 
-from llmcore.augment import backtranslate as bt
-from llmcore.config import BacktranslationConfig, SourceConfig, TokenizerConfig
+from llmcore.config import SourceConfig, TokenizerConfig
 from llmcore.data import tokens
 from llmcore.data.dedup import steps as dedup
 from llmcore.data.readers import SourceError, hf_token
 from llmcore.data.stage import PartDir, assemble
 from llmcore.data.stages import Dedup, DocStage, Ingest, Part
-from llmcore.finetune.run import MODEL_DIR
 from llmcore.locks import once
-from llmcore.manifest import atomic_write_json
 from llmcore.stage import StageRef
-from llmcore.train.checks import TrainConfigError
-from llmcore.train.trainer import NonFiniteLoss
-from tasks.common import PERMANENT, STAGE_TASK, maybe_fail, retry_unless
+from tasks.common import STAGE_TASK, maybe_fail
 
 CLUSTER_FAIL = "dedup-cluster"  # LLMPIPE_FAIL_STAGE value that makes the clustering step fail
 
@@ -93,31 +88,6 @@ def tokenizer(data_root: str, key: str, cfg: TokenizerConfig, corpus: str, upstr
         maybe_fail("tokenizer")
         once(ref.manifest_path, lambda: tokens.tokenizer_stage(ref, Path(corpus), cfg, upstream))
     return str(ref.manifest_path)
-
-
-# A refused configuration or a NaN loss would fail the same way again; a crash resumes from a checkpoint.
-@task(name="augment-model", task_run_name="augment-model-{kind}",
-      **{**STAGE_TASK, "cache_key_fn": lambda c, p: f"augment-model-{p['key']}-{p['kind']}",
-         "retry_condition_fn": retry_unless(*PERMANENT, TrainConfigError, NonFiniteLoss)})
-def augment_model(out_dir: str, key: str, kind: str, cfg: BacktranslationConfig) -> str:
-    """Train (or resume) the `kind` model ("reverse" or "forward") of back-translation; returns its model directory."""
-    run_dir = Path(out_dir) / kind
-    marker = run_dir / bt.TRAINED
-    if not marker.exists():
-        maybe_fail("augment")
-        once(marker, lambda: bt.train_model(bt.direction(cfg, kind), run_dir))  # an overlapping run waits
-    return str(run_dir / MODEL_DIR)
-
-
-@task(name="augment-translate", task_run_name="augment-translate", **{**STAGE_TASK, "cache_key_fn": _keyed("augment-translate")})
-def translate(out_dir: str, key: str, shards: list[str], cfg: BacktranslationConfig, reverse: str, forward: str | None) -> str:
-    """Synthetic pairs (and paraphrases with a forward model) in `out_dir`; returns the summary's path."""
-    summary = Path(out_dir) / bt.TRANSLATED
-    if not summary.exists():
-        maybe_fail("augment")
-        once(summary, lambda: atomic_write_json(summary, bt.backtranslate(out_dir, shards, cfg, reverse, forward)))
-    get_run_logger().info("back-translation: %s", summary.read_text())
-    return str(summary)
 
 
 @task(name="finalize", task_run_name="finalize-{stage}", **{**STAGE_TASK, "cache_key_fn": lambda c, p: f"{p['stage']}-{p['key']}-manifest"})

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from distributed import Client
 
 from flows.data import data_flow
 from llmcore.config import DataConfig, IngestConfig, LanguageConfig, RunnerConfig, SourceConfig, TokenizerConfig
@@ -83,6 +84,9 @@ def test_dask_cluster_output_is_byte_identical_to_threads(threads, cluster, corp
     assert [Path(p).relative_to(root).parts[0] for p in paths] == list(threads)
     assert outputs(paths, root) == threads
     assert threads["dedup"]["files"] and threads["dedup"]["rejected"]  # dedup removed documents (same ones on both)
+    with Client(cluster.address, timeout=30, set_as_default=False) as client:
+        imported = client.run(lambda: "torch" in sys.modules)
+    assert len(imported) == 2 and not any(imported.values())  # no data stage needs torch: ~230 MB less per worker
 
 
 def test_a_worker_killed_mid_stage_the_run_completes(threads, cluster, corpus, tmp_path):

@@ -7,15 +7,16 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from llmcore.manifest import MANIFEST, file_sha256, read_manifest
+from llmcore.manifest import MANIFEST, ManifestError, file_sha256, read_manifest
 from llmcore.train.checkpoint import MARKER
 
 from .config import TransformerConfig
 from .families import Transformer, build_model
 
 
-class ModelFileError(ValueError):
-    """A file of a model directory that is missing or differs from the sha256 recorded when it was written."""
+class ModelFileError(ManifestError):
+    """A file of a model directory that is missing or differs from the sha256 recorded when it was written (a
+    ManifestError: what it records cannot be trusted, the stage must be recomputed)."""
 
 
 def save(model: Transformer, directory: str | Path) -> Path:
