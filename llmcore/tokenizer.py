@@ -42,7 +42,8 @@ def sentinel_tokens() -> list[str]:
 
 
 def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig, length: int | None = None) -> Tokenizer:
-    """A new tokenizer of `cfg.family` trained on `texts` (streamed: memory stays bounded)."""
+    """A new tokenizer of `cfg.family` trained on `texts` (streamed, memory bounded; bert reads them twice, so holds
+    them: the tokenizer stage passes a bounded sample)."""
     specials = list(SPECIALS[cfg.family].values())
     if cfg.family == "gpt":
         tok = Tokenizer(models.BPE())
