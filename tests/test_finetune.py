@@ -4,6 +4,7 @@ checkpoint, a pretrained checkpoint's vocabulary grows by the task tokens, and t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,6 +107,10 @@ def test_scratch_init_trains_a_tokenizer_and_model_on_the_task(tmp_path):
     ft = load_finetuned(tmp_path / "run" / summary["model"])
     assert ft.model.config.family == "t5" and ft.tok.token_to_id("<2de>") is not None
     assert not isinstance(ft.model, GPT)
+    torch.rand(1)  # whatever drew from torch's generator in between, the same config trains the same model
+    again = run(FinetuneJob(cfg, str(tmp_path / "again")))
+    files = [Path(tmp_path, name, summary["model"], "model.safetensors").read_bytes() for name in ("run", "again")]
+    assert again["model"] == summary["model"] and files[0] == files[1]
 
 
 def test_finetune_flow_reuses_finished_models(tmp_path, prefect_server):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import torch
 from tokenizers import Tokenizer
 
 from llmcore.config import FinetuneTaskConfig, GenerationConfig, PretrainConfig, TokenizerConfig, TrainConfig
@@ -73,6 +74,7 @@ def initial_model(job: FinetuneJob, train: Sequence[Example]) -> tuple[Transform
         tok = train_tokenizer(texts, TokenizerConfig(family=cfg.model.family, vocab_size=cfg.vocab_size), len(texts))
         described = {"family": cfg.model.family, "vocab_size": vocab_size(tok), "special_ids": special_ids(tok, cfg.model.family)}
         pretrain = PretrainConfig(model=cfg.model, block_size=cfg.max_source_length + cfg.max_target_length)
+        torch.manual_seed(cfg.train.seed)  # torch seeds its default generator anew in each process
         model = build_model(model_config(pretrain, described))
         return model, tok
     directory = Path(job.init_dir if cfg.init == "pretrained" else cfg.init)
